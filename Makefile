@@ -1,0 +1,42 @@
+# `make repro` and `make test` are the two commands a newcomer needs; both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.setup-done
+
+.PHONY: setup repro test test-fast smoke bench clean-venv
+
+setup: $(STAMP)
+
+# Re-runs only when pyproject.toml or this Makefile changes, so `make test` stays quick.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch/torchvision first, exactly pinned (a CUDA build that also runs on CPU).
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# facenet-pytorch 2.6.0 pins torch<2.3/numpy<2/Pillow<10.3 but works with current releases:
+	# install it without its dependency pins (see pyproject.toml).
+	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
+	$(PY) -c "import torch, torchvision, dvc, dvclive, scrapy, cv2, facenet_pytorch; print('setup ok: torch', torch.__version__)"
+	touch $(STAMP)
+
+repro: setup
+	$(VENV)/bin/dvc repro
+
+test: setup
+	$(PY) -m pytest
+
+# Unit tests only (no end-to-end dvc repro).
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+# The real `dvc repro` in a temporary copy of the repo with a small profile (params.smoke.yaml).
+smoke: setup
+	$(PY) -m pipeline smoke
+
+bench: setup
+	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)
