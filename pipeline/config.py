@@ -1,0 +1,206 @@
+"""Typed params: the only place where defaults and validation live.
+
+`params.yaml` is loaded into the pydantic models below. Every stage calls `load_params()`
+before doing any work, so a wrong type, an unknown key or an impossible value stops the
+stage at once with one line that names the key, e.g.
+
+    params.yaml: runs.gan-mnist.epochs: must be greater than 0 (got -1)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# Fixed layout (DESIGN.md). Relative to the repository root, where DVC runs every stage.
+PARAMS_FILE = Path("params.yaml")
+DATASETS_DIR = Path("data/datasets")
+RAW_ANIME_DIR = Path("data/raw/anime")
+RUNS_DIR = Path("runs")
+REPORTS_DIR = Path("reports")
+
+
+class ParamsError(ValueError):
+    """Bad params; the message is one line naming the file and the key."""
+
+
+class Strict(BaseModel):
+    # extra="forbid": a typo in params.yaml is an error, never a silently ignored knob.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class MnistParams(Strict):
+    # "download" (torchvision's mirrors) or a folder holding the four IDX files, gzipped or not.
+    source: str = "download"
+    # Keep only the first N images of each split (the smoke profile); null keeps all.
+    limit_train: PositiveInt | None = None
+    limit_test: PositiveInt | None = None
+
+
+class CelebaParams(Strict):
+    # "download" (torchvision, Google Drive), a torchvision-layout folder, or the Kaggle
+    # layout (img_align_celeba.zip or its folder, with list_*.csv).
+    source: str = "download"
+    crop: Literal["center", "mtcnn"] = "center"
+    center_crop: PositiveInt = 178
+    image_size: PositiveInt = 64
+    limit: PositiveInt | None = None
+    workers: PositiveInt | None = None  # process-pool size; null = all cores
+    # Balanced attributes whose mean linear-probe accuracy is reported.
+    probe_attributes: list[str] = Field(
+        default_factory=lambda: [
+            "Attractive", "Black_Hair", "Male", "Smiling", "Wavy_Hair", "Wearing_Lipstick",
+            "Heavy_Makeup", "High_Cheekbones", "Mouth_Slightly_Open",
+        ]
+    )
+
+
+class AnimeCrawlParams(Strict):
+    site: Literal["gelbooru", "moebooru", "danbooru"] = "gelbooru"
+    base_url: str = "https://safebooru.org"
+    # Extra hosts that serve the board's files (its CDN); anything else is off-site.
+    file_hosts: list[str] = Field(default_factory=list)
+    tags: str = "1girl solo"
+    ratings: list[str] = Field(default_factory=lambda: ["safe", "general", "s", "g"])
+    min_width: int = Field(256, ge=0)
+    min_height: int = Field(256, ge=0)
+    max_posts: PositiveInt = 1000
+    page_size: PositiveInt | None = None  # null = the API's maximum
+    stop_after_known: PositiveInt = 200
+    max_file_size: PositiveInt = 20 * 1024 * 1024
+    download_delay: float = Field(1.0, ge=0)
+    obey_robots: bool = True
+    user_agent: str = "dcgan-pipeline/0.1 (+https://github.com/dcgan-pipeline/dcgan-pipeline)"
+
+
+class AnimeFacesParams(Strict):
+    detector: Literal["anime_cascade", "mtcnn", "combined"] = "anime_cascade"
+    cascade_path: str = "download"  # or a local lbpcascade_animeface.xml
+    margin: float = Field(0.35, ge=0, le=2)  # of the box side, added on each side
+    shift_up: float = Field(0.1, ge=-1, le=1)  # of the box side, moves the crop up (hair)
+    min_face_size: PositiveInt = 48  # source pixels
+    min_score: float = 0.0
+    max_faces_per_image: PositiveInt = 4
+    image_size: PositiveInt = 64
+    drop_grayscale: bool = True
+    near_duplicate_distance: int = Field(4, ge=0)  # perceptual-hash Hamming distance
+    max_padding: Probability = 0.25  # drop crops with more of their area outside the image
+    mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    device: str = "auto"
+    seed: int = 0
+
+
+class AnimeParams(Strict):
+    crawl: AnimeCrawlParams = AnimeCrawlParams()
+    faces: AnimeFacesParams = AnimeFacesParams()
+
+
+# --------------------------------------------------------------------------- runs
+
+DATASET_NAMES = ("mnist", "celeba", "anime")
+
+
+class RunParams(Strict):
+    model: Literal["gan", "dcgan"]
+    dataset: Literal["mnist", "celeba", "anime"]
+    epochs: PositiveInt = 200
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 2e-4
+    beta1: Probability = 0.5
+    beta2: Probability = 0.999
+    nz: PositiveInt = 100
+    ngf: PositiveInt = 64  # DCGAN generator width; the MLP GAN's hidden width is derived
+    ndf: PositiveInt = 64
+    d_steps: PositiveInt = 1  # the paper's k: D updates per G update
+    loss: Literal["non_saturating", "minimax"] = "non_saturating"
+    seed: int = 0
+    device: str = "auto"
+    sample_every: PositiveInt = 10  # epochs between fixed-noise sample grids
+    # Images per epoch cap (smoke profile); null = the whole train split.
+    max_images: PositiveInt | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N (got {value!r})")
+        return value
+
+
+class EvaluateParams(Strict):
+    num_samples: PositiveInt = 10_000  # generated images vs the real test split (Lucic et al.)
+    batch_size: PositiveInt = 250
+    inception: bool = True  # standard FID with the Inception weights
+    inception_weights: str = "download"  # or a local pt_inception-2015-12-05 file
+    antialias: bool = True
+    kid_subset_size: PositiveInt = 1000
+    pr_k: PositiveInt = 3
+    probe_per_class: list[PositiveInt | Literal["all"]] = Field(default_factory=lambda: [10, 100, "all"])
+    fid_every: PositiveInt = 5  # epochs between fid_domain points during training
+    fid_every_samples: PositiveInt = 2000
+    seed: int = 0
+    device: str = "auto"
+
+
+class Params(Strict):
+    mnist: MnistParams = MnistParams()
+    celeba: CelebaParams = CelebaParams()
+    anime: AnimeParams = AnimeParams()
+    runs: dict[str, RunParams]
+    evaluate: EvaluateParams = EvaluateParams()
+
+    @field_validator("runs")
+    @classmethod
+    def _run_names(cls, runs: dict[str, RunParams]) -> dict[str, RunParams]:
+        for name in runs:
+            # Run names become folder names and DVC stage names (train@<name>).
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"run name {name!r} must be letters, digits, '-', '_' or '.'")
+        return runs
+
+    def run(self, name: str) -> RunParams:
+        if name not in self.runs:
+            known = ", ".join(sorted(self.runs)) or "none"
+            raise ParamsError(f"{PARAMS_FILE}: runs.{name}: no such run (known: {known})")
+        return self.runs[name]
+
+
+def _one_line(error: ValidationError, source: Path) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "<root>"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif "input" in first and not isinstance(first["input"], dict):
+        message = f"{message} (got {first['input']!r})"
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
+    return f"{source}: {key}: {message[0].lower() + message[1:]}{suffix}"
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the repository root)") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(_one_line(exc, path)) from None
