@@ -1,0 +1,1 @@
+"""dcgan-pipeline: the stages of the GAN/DCGAN pipeline other than crawling."""
