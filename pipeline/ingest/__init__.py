@@ -1,0 +1,1 @@
+"""Dataset ingestion stages: each turns a source into the dataset format of pipeline.datasets."""

@@ -1,0 +1,243 @@
+"""train@<run>: one training loop for the MLP GAN and DCGAN.
+
+The step is the paper's algorithm (Goodfellow et al. 2014, Algorithm 1): `d_steps` (k)
+discriminator updates on fresh real and generated minibatches, then one generator update.
+`loss: minimax` has G minimise log(1 - D(G(z))) as in the paper's equation; the default
+`non_saturating` has G maximise log D(G(z)), which the paper recommends in practice.
+
+Everything a run needs to resume lives in `checkpoint.pt`, written atomically after every
+epoch. Randomness is seeded per epoch from (seed, epoch), so a run resumed after a kill
+draws exactly the batches and noise the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.utils import save_image
+from tqdm import tqdm
+
+from pipeline.config import DATASETS_DIR, RUNS_DIR, Params, RunParams
+from pipeline.datasets import read_dataset, write_json_atomic
+from pipeline.device import resolve_device
+from pipeline.models import SPEC_FILE, build_models
+
+SAMPLE_GRID = 64  # fixed-noise samples per grid, 8 x 8
+# Params whose change invalidates a checkpoint. `epochs` and `sample_every` are left out on
+# purpose: raising `epochs` continues a finished run exactly where it stopped.
+RESUME_IGNORES = {"epochs", "sample_every", "device"}
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def live(self) -> Path:
+        return self.root / "dvclive"
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save through a temporary name, so a kill never leaves a truncated file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_grid(images: torch.Tensor, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    save_image(images, tmp, nrow=int(math.sqrt(len(images))), normalize=True, value_range=(-1, 1))
+    os.replace(tmp, path)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def to_float(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 B x H x W x C -> float B x C x H x W in [-1, 1], on the batch's device."""
+    return batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def d_loss_fn(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    # -[log D(x) + log(1 - D(G(z)))], written with logits for numerical stability.
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def g_loss_fn(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "minimax":
+        # minimise log(1 - D(G(z))) = -softplus(logit): saturates when D wins early.
+        return -F.softplus(fake_logits).mean()
+    # non-saturating: minimise -log D(G(z)).
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def resume_key(run: RunParams, dataset_meta: dict) -> dict:
+    key = {k: v for k, v in run.model_dump().items() if k not in RESUME_IGNORES}
+    key["dataset_sha256"] = dataset_meta.get("sha256", {}).get("images")
+    return key
+
+
+def load_checkpoint(paths: RunPaths, key: dict) -> dict | None:
+    """The run's checkpoint if it was made with the same settings, else None (start over)."""
+    if not paths.checkpoint.is_file():
+        return None
+    try:
+        state = torch.load(paths.checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged checkpoint must not block a fresh start
+        print(f"{paths.checkpoint}: unreadable ({exc}); starting over")
+        return None
+    if state.get("key") != key:
+        print(f"{paths.checkpoint}: made with other params or data; starting over")
+        return None
+    return state
+
+
+def start_fresh(paths: RunPaths) -> None:
+    """Clear what an earlier, different run left (outputs persist between DVC runs)."""
+    for child in (paths.samples, paths.live):
+        shutil.rmtree(child, ignore_errors=True)
+    for name in ("checkpoint.pt", "generator.pt", "discriminator.pt", SPEC_FILE):
+        (paths.root / name).unlink(missing_ok=True)
+
+
+def train(run_name: str, params: Params, *, runs_dir: Path = RUNS_DIR,
+          datasets_dir: Path = DATASETS_DIR, stop_after_epoch: int | None = None) -> Path:
+    """Train one run from params.yaml; returns its folder. Resumes from checkpoint.pt if valid.
+
+    `stop_after_epoch` ends the process's work early (as a kill would), for tests of resuming.
+    """
+    from dvclive import Live  # imported here: it is slow to import and only training needs it
+
+    run = params.run(run_name)
+    paths = RunPaths(Path(runs_dir) / run_name)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(run.device)
+
+    dataset = read_dataset(Path(datasets_dir) / run.dataset)
+    train_idx = dataset.indices("train")
+    if run.max_images is not None:
+        train_idx = train_idx[: run.max_images]
+    if len(train_idx) < run.batch_size * run.d_steps:
+        raise ValueError(f"params.yaml: runs.{run_name}.batch_size: {run.batch_size} x d_steps "
+                         f"{run.d_steps} exceeds the {len(train_idx)} training images of {run.dataset}")
+    # The whole uint8 training split moves to the device once; batches are index gathers there.
+    data = torch.from_numpy(dataset.images[train_idx]).to(device)
+    n_images = len(data)
+
+    G, D = build_models(run.model, image_size=dataset.image_size, channels=dataset.channels,
+                        nz=run.nz, ngf=run.ngf, ndf=run.ndf)
+    G.to(device)
+    D.to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=run.lr, betas=(run.beta1, run.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=run.lr, betas=(run.beta1, run.beta2))
+
+    key = resume_key(run, dataset.meta)
+    state = load_checkpoint(paths, key)
+    if state is None:
+        start_fresh(paths)
+        start_epoch = 0
+    else:
+        G.load_state_dict(state["generator"])
+        D.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        start_epoch = state["epoch"]
+        print(f"{run_name}: resuming after epoch {start_epoch} of {run.epochs}")
+    paths.samples.mkdir(exist_ok=True)
+
+    spec = {"model": run.model, "dataset": run.dataset, "image_size": dataset.image_size,
+            "channels": dataset.channels, "nz": run.nz, "ngf": run.ngf, "ndf": run.ndf}
+    write_json_atomic(paths.root / SPEC_FILE, spec)
+
+    fixed_noise = torch.randn(SAMPLE_GRID, run.nz, generator=torch.Generator().manual_seed(run.seed)).to(device)
+    batches = n_images // (run.batch_size * run.d_steps)  # G updates per epoch; each uses k real batches
+    live = Live(dir=str(paths.live), resume=start_epoch > 0, save_dvc_exp=False, dvcyaml=False)
+    progress = tqdm(total=run.epochs * batches, initial=start_epoch * batches, desc=run_name,
+                    unit="step", dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch, run.epochs):
+            if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                return paths.root
+            started = time.perf_counter()
+            torch.manual_seed(epoch_seed(run.seed, epoch))  # noise and dropout (all devices)
+            perm = torch.randperm(n_images, generator=torch.Generator().manual_seed(epoch_seed(run.seed, epoch)))
+            perm = perm.to(device)
+            G.train()
+            D.train()
+            # Sums stay on the device: no host sync inside the epoch.
+            sums = torch.zeros(4, device=device)  # loss_d, loss_g, D(x), D(G(z))
+            for i in range(batches):
+                for j in range(run.d_steps):
+                    start = (i * run.d_steps + j) * run.batch_size
+                    real = to_float(data[perm[start:start + run.batch_size]])
+                    z = torch.randn(run.batch_size, run.nz, device=device)
+                    fake = G(z).detach()
+                    real_logits, fake_logits = D(real), D(fake)
+                    loss_d = d_loss_fn(real_logits, fake_logits)
+                    opt_d.zero_grad(set_to_none=True)
+                    loss_d.backward()
+                    opt_d.step()
+                z = torch.randn(run.batch_size, run.nz, device=device)
+                loss_g = g_loss_fn(D(G(z)), run.loss)
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                sums += torch.stack([loss_d.detach(), loss_g.detach(),
+                                     torch.sigmoid(real_logits.detach()).mean(),
+                                     torch.sigmoid(fake_logits.detach()).mean()])
+                progress.update()
+
+            means = (sums / batches).tolist()
+            if not all(math.isfinite(v) for v in means):
+                raise TrainingDiverged(
+                    f"{run_name}: loss became NaN/Inf in epoch {epoch + 1} (loss_d={means[0]}, loss_g={means[1]}); "
+                    f"{paths.checkpoint} still holds epoch {epoch}. Lower runs.{run_name}.lr or change the seed.")
+            metrics = dict(zip(("loss_d", "loss_g", "d_real", "d_fake"), means))
+            seconds = time.perf_counter() - started
+            for name, value in metrics.items():
+                live.log_metric(name, value)
+            live.log_metric("images_per_s", n_images / seconds)
+            progress.set_postfix(epoch=epoch + 1, loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}")
+
+            done = epoch + 1
+            if done % run.sample_every == 0 or done == run.epochs:
+                G.eval()
+                with torch.no_grad():
+                    save_grid(G(fixed_noise).float().cpu(), paths.samples / f"epoch_{done:04d}.png")
+            save_atomic({"key": key, "epoch": done, "generator": G.state_dict(),
+                         "discriminator": D.state_dict(), "opt_g": opt_g.state_dict(),
+                         "opt_d": opt_d.state_dict()}, paths.checkpoint)
+            live.next_step()
+    finally:
+        progress.close()
+        live.end()
+
+    # Final exports: state dicts loadable with weights_only=True, and the last grid.
+    save_atomic(G.state_dict(), paths.root / "generator.pt")
+    save_atomic(D.state_dict(), paths.root / "discriminator.pt")
+    shutil.copyfile(paths.samples / f"epoch_{run.epochs:04d}.png", paths.samples / ".final.tmp.png")
+    os.replace(paths.samples / ".final.tmp.png", paths.samples / "final.png")
+    return paths.root
