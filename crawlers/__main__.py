@@ -1,0 +1,49 @@
+"""CLI: `python -m crawlers crawl [--params params.yaml] [--out data/raw/anime] [-s KEY=VALUE]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.config import PARAMS_FILE, RAW_ANIME_DIR, ParamsError, load_params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m crawlers", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    crawl = commands.add_parser("crawl", help="crawl the board in anime.crawl into the raw anime set")
+    crawl.add_argument("--params", type=Path, default=PARAMS_FILE, help="params file (default: %(default)s)")
+    crawl.add_argument("--out", type=Path, default=RAW_ANIME_DIR, help="output folder (default: %(default)s)")
+    crawl.add_argument("-s", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a scrapy setting (e.g. LOG_LEVEL=DEBUG)")
+    args = parser.parse_args(argv)
+
+    try:
+        params = load_params(args.params).anime.crawl
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    overrides = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = value
+
+    # Imported here so that `--help` and params errors do not pay for importing scrapy.
+    from crawlers.crawl import format_summary, run_crawl
+
+    summary = run_crawl(params, args.out, overrides)
+    print(format_summary(summary), flush=True)
+    if summary["stop_reason"] == "robots":
+        print("error: robots.txt forbids the board's API (see the log above and README 'Crawling')", file=sys.stderr)
+        return 1
+    if summary["stop_reason"] in ("listing_failed", "unknown"):
+        print("error: the board's listing could not be read (see the log above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
