@@ -130,47 +130,20 @@ class AnimeCrawlParams(Strict):
 
 
 class AnimeFacesParams(Strict):
-    # Which detector finds the faces (pipeline/faces/detectors.py). The default is the one that
-    # scored best on ../shared/data/anime-dev (README, "Anime face detection"); MTCNN was trained
-    # on photographs and misses most drawn faces, but stays available.
-    detector: Literal["anime_cascade", "animeface", "mtcnn", "combined"] = "combined"
-    # Members of `combined`, in order of preference: a box overlapping an earlier member's box
-    # (IoU > combined_iou) is the same face and is dropped.
-    combined: list[Literal["anime_cascade", "animeface", "mtcnn"]] = Field(
-        default_factory=lambda: ["anime_cascade", "animeface"], min_length=1
-    )
-    combined_iou: Probability = 0.3
+    detector: Literal["anime_cascade", "mtcnn", "combined"] = "anime_cascade"
     cascade_path: str = "download"  # or a local lbpcascade_animeface.xml
-    # Pages are shrunk to at most this side for detection (boxes are scaled back and crops are
-    # cut from the full-resolution page); detection cost grows with the pixel count.
-    detect_max_side: PositiveInt = 1024
     margin: float = Field(0.35, ge=0, le=2)  # of the box side, added on each side
     shift_up: float = Field(0.1, ge=-1, le=1)  # of the box side, moves the crop up (hair)
-    min_face_size: PositiveInt = 48  # source pixels (the box side in the full-resolution page)
-    # Detector's own score: MTCNN probability, AnimeFace likelihood, the cascade's last-stage
-    # weight. 0 keeps every box the detector reports.
-    min_score: float = Field(0.0, ge=0)
+    min_face_size: PositiveInt = 48  # source pixels
+    min_score: float = 0.0
     max_faces_per_image: PositiveInt = 4
     image_size: PositiveInt = 64
     drop_grayscale: bool = True
-    # A page is monochrome when the spread of its chroma (YCbCr Cb and Cr standard deviations)
-    # is below this: grey pages and single-tint (sepia, blue-ink) pages alike.
-    grayscale_chroma_std: float = Field(4.0, ge=0)
-    near_duplicate_distance: int = Field(4, ge=0, le=64)  # perceptual-hash Hamming distance
+    near_duplicate_distance: int = Field(4, ge=0)  # perceptual-hash Hamming distance
     max_padding: Probability = 0.25  # drop crops with more of their area outside the image
-    test_fraction: Probability = 0.1  # of source images, chosen by their sha256 (stable)
-    contact_sheet_size: int = Field(64, ge=0)  # crops on contact_sheet.png
-    mtcnn_thresholds: tuple[Probability, Probability, Probability] = (0.6, 0.7, 0.7)
-    batch_size: PositiveInt = 32  # pages decoded and detected together (MTCNN batches them)
+    mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     device: str = "auto"
     seed: int = 0
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-            raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N (got {value!r})")
-        return value
 
 
 class AnimeParams(Strict):
@@ -211,57 +184,18 @@ class RunParams(Strict):
 
 
 class EvaluateParams(Strict):
-    # Sample counts: generated images vs (at most) this many real test images (Lucic et al. 2018).
-    num_samples: PositiveInt = 10_000
-    num_real: PositiveInt = 10_000
+    num_samples: PositiveInt = 10_000  # generated images vs the real test split (Lucic et al.)
     batch_size: PositiveInt = 250
     inception: bool = True  # standard FID with the Inception weights
-    inception_weights: str = "download"  # or a local pt_inception-2015-12-05 / weights-inception-2015-12-05 file
-    # False resizes like the original TF FID code, so `fid` compares with published numbers;
-    # True is torch's antialiased resize (torchmetrics' default). Recorded next to the score.
-    antialias: bool = False
+    inception_weights: str = "download"  # or a local pt_inception-2015-12-05 file
+    antialias: bool = True
     kid_subset_size: PositiveInt = 1000
-    kid_subsets: PositiveInt = 100
     pr_k: PositiveInt = 3
-    # A digit class counts as covered when at least this share of the samples falls into it
-    # (0.01 = a tenth of its uniform share).
-    coverage_min_share: Probability = 0.01
-    # The MNIST classifier behind fid_domain (its stage fails below classifier_min_accuracy).
-    classifier_epochs: PositiveInt = 5
-    classifier_batch_size: PositiveInt = 128
-    classifier_lr: PositiveFloat = 1e-3
-    classifier_min_accuracy: Probability = 0.99
-    # Linear probe: labelled train images per class; "all" = every train image up to probe_max_train.
     probe_per_class: list[PositiveInt | Literal["all"]] = Field(default_factory=lambda: [10, 100, "all"])
-    probe_max_train: PositiveInt = 10_000  # caps "all" so the probe stays minutes on a CPU
-    probe_max_test: PositiveInt = 10_000
-    probe_val_size: PositiveInt = 2_000  # held out of the train split to choose C
-    probe_c_grid: list[PositiveFloat] = Field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0])
     fid_every: PositiveInt = 5  # epochs between fid_domain points during training
     fid_every_samples: PositiveInt = 2000
     seed: int = 0
     device: str = "auto"
-
-    @field_validator("probe_per_class")
-    @classmethod
-    def _probe_settings(cls, value: list) -> list:
-        if not value:
-            raise ValueError("needs at least one setting, e.g. [10, 100, all]")
-        if len(set(value)) != len(value):
-            raise ValueError(f"has a repeated setting (got {value})")
-        return value
-
-    @field_validator("probe_c_grid")
-    @classmethod
-    def _c_grid(cls, value: list) -> list:
-        if not value:
-            raise ValueError("needs at least one C value")
-        return value
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        return RunParams._device(value)
 
 
 class Params(Strict):
