@@ -12,14 +12,17 @@ import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
+from scrapy.pipelines.media import FileException
 
 # Pillow format -> extension. Anything else (SVG is not even an image to Pillow, TIFF and
 # BMP are not what boards serve) is rejected.
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp"}
 
 
-class Rejected(Exception):
-    """A post or download that must not be stored; `reason` names the skip counter."""
+class Rejected(FileException):
+    """A post or download that must not be stored; `reason` names the skip counter.
+
+    A FileException, so that FilesPipeline passes it through unchanged to item_completed."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
