@@ -130,20 +130,51 @@ class AnimeCrawlParams(Strict):
 
 
 class AnimeFacesParams(Strict):
-    detector: Literal["anime_cascade", "mtcnn", "combined"] = "anime_cascade"
+    # Which detector finds the faces (pipeline/faces/detectors.py). The default is the one that
+    # scored best on ../shared/data/anime-dev (README, "Anime face detection"); MTCNN was trained
+    # on photographs and misses most drawn faces, but stays available.
+    detector: Literal["anime_cascade", "animeface", "mtcnn", "combined"] = "combined"
+    # Members of `combined`, in order of preference: a box overlapping an earlier member's box
+    # (IoU > combined_iou) is the same face and is dropped.
+    combined: list[Literal["anime_cascade", "animeface", "mtcnn"]] = Field(
+        default_factory=lambda: ["anime_cascade", "animeface"], min_length=1
+    )
+    combined_iou: Probability = 0.3
     cascade_path: str = "download"  # or a local lbpcascade_animeface.xml
+    # Pages are shrunk to at most this side for detection (boxes are scaled back and crops are
+    # cut from the full-resolution page); detection cost grows with the pixel count.
+    detect_max_side: PositiveInt = 1024
     margin: float = Field(0.35, ge=0, le=2)  # of the box side, added on each side
     shift_up: float = Field(0.1, ge=-1, le=1)  # of the box side, moves the crop up (hair)
-    min_face_size: PositiveInt = 48  # source pixels
-    min_score: float = 0.0
+    min_face_size: PositiveInt = 48  # source pixels (the box side in the full-resolution page)
+    # Detector's own score: MTCNN probability, AnimeFace likelihood, the cascade's last-stage
+    # weight. 0 keeps every box the detector reports.
+    min_score: float = Field(0.0, ge=0)
     max_faces_per_image: PositiveInt = 4
     image_size: PositiveInt = 64
     drop_grayscale: bool = True
-    near_duplicate_distance: int = Field(4, ge=0)  # perceptual-hash Hamming distance
+    # A page is monochrome (grey, or one tint such as sepia) when its RMS chroma off its main
+    # hue line is below this (pipeline/faces/hygiene.py). On the anime-dev tiles: colour art
+    # 2.4-17, grey 0, tinted 0.3-0.5.
+    monochrome_off_hue: float = Field(1.5, ge=0)
+    # Crops whose 64-bit perceptual hashes differ in at most this many bits are one face. On the
+    # anime-dev tiles re-uploaded at 94%/78% size and JPEG q80/q60, the same face's crops
+    # differ in 0-12 bits (the detector's box moves a little), two different faces in >= 16.
+    near_duplicate_distance: int = Field(10, ge=0, le=64)
     max_padding: Probability = 0.25  # drop crops with more of their area outside the image
-    mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    test_fraction: Probability = 0.1  # of source images, chosen by their sha256 (stable)
+    contact_sheet_size: int = Field(64, ge=0)  # crops on contact_sheet.png
+    mtcnn_thresholds: tuple[Probability, Probability, Probability] = (0.6, 0.7, 0.7)
+    batch_size: PositiveInt = 32  # pages decoded and detected together (MTCNN batches them)
     device: str = "auto"
     seed: int = 0
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N (got {value!r})")
+        return value
 
 
 class AnimeParams(Strict):
