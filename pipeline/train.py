@@ -123,6 +123,18 @@ def start_fresh(paths: RunPaths) -> None:
         (paths.root / name).unlink(missing_ok=True)
 
 
+def trim_history(live_dir: Path, epochs_done: int) -> None:
+    """Drop DVCLive rows of epochs after the checkpoint (logged just before a kill), so a
+    resumed run does not log the same epoch twice."""
+    for tsv in (live_dir / "plots" / "metrics").glob("*.tsv"):
+        header, *rows = tsv.read_text().splitlines(keepends=True)
+        kept = [row for row in rows if int(row.split("\t", 1)[0]) < epochs_done]
+        if len(kept) != len(rows):
+            tmp = tsv.with_name(f".{tsv.name}.tmp")
+            tmp.write_text(header + "".join(kept))
+            os.replace(tmp, tsv)
+
+
 def train(run_name: str, params: Params, *, runs_dir: Path = RUNS_DIR,
           datasets_dir: Path = DATASETS_DIR, stop_after_epoch: int | None = None) -> Path:
     """Train one run from params.yaml; returns its folder. Resumes from checkpoint.pt if valid.
@@ -147,6 +159,7 @@ def train(run_name: str, params: Params, *, runs_dir: Path = RUNS_DIR,
     data = torch.from_numpy(dataset.images[train_idx]).to(device)
     n_images = len(data)
 
+    torch.manual_seed(run.seed)  # the initial weights
     G, D = build_models(run.model, image_size=dataset.image_size, channels=dataset.channels,
                         nz=run.nz, ngf=run.ngf, ndf=run.ndf)
     G.to(device)
@@ -174,7 +187,10 @@ def train(run_name: str, params: Params, *, runs_dir: Path = RUNS_DIR,
 
     fixed_noise = torch.randn(SAMPLE_GRID, run.nz, generator=torch.Generator().manual_seed(run.seed)).to(device)
     batches = n_images // (run.batch_size * run.d_steps)  # G updates per epoch; each uses k real batches
+    if start_epoch:
+        trim_history(paths.live, start_epoch)
     live = Live(dir=str(paths.live), resume=start_epoch > 0, save_dvc_exp=False, dvcyaml=False)
+    live.step = start_epoch  # one DVCLive step per epoch; the checkpoint, not DVCLive, says where we are
     progress = tqdm(total=run.epochs * batches, initial=start_epoch * batches, desc=run_name,
                     unit="step", dynamic_ncols=True)
     try:

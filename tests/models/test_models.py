@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from pipeline.models import build_models
+from pipeline.models.dcgan import Discriminator as DCDiscriminator
+
+
+@pytest.mark.parametrize("model", ["gan", "dcgan"])
+@pytest.mark.parametrize("size, channels", [(28, 1), (64, 3), (32, 3)])
+def test_shapes(model, size, channels):
+    G, D = build_models(model, image_size=size, channels=channels, nz=100, ngf=16, ndf=16)
+    fake = G(torch.randn(4, 100))
+    assert fake.shape == (4, channels, size, size)
+    assert fake.min() >= -1 and fake.max() <= 1  # tanh output
+    logits = D(fake)
+    assert logits.shape == (4,)
+    feats = D.features(fake)
+    assert len(feats) >= 2 and all(f.shape[0] == 4 for f in feats)
+
+
+def test_dcgan_64_is_the_paper_architecture():
+    G, D = build_models("dcgan", image_size=64, channels=3, nz=100)
+    assert [f.shape[1:] for f in D.features(torch.zeros(2, 3, 64, 64))] == [
+        (64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4)]
+    convs = [m for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [c.out_channels for c in convs] == [512, 256, 128, 64, 3]
+    # N(0, 0.02) initialisation
+    assert abs(convs[1].weight.std().item() - 0.02) < 0.002
+    assert not any(isinstance(m, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)) for m in D.modules())
+
+
+def test_unsupported_size_and_model():
+    with pytest.raises(ValueError, match="image_size"):
+        DCDiscriminator(image_size=50)
+    with pytest.raises(ValueError, match="unknown model 'vae'"):
+        build_models("vae", image_size=28, channels=1, nz=100)
+
+
+@pytest.mark.parametrize("model", ["gan", "dcgan"])
+def test_one_real_step_changes_the_weights_and_lowers_the_loss(model):
+    torch.manual_seed(0)
+    G, D = build_models(model, image_size=28, channels=1, nz=16, ngf=8, ndf=8)
+    real = torch.rand(16, 1, 28, 28) * 2 - 1
+    opt = torch.optim.Adam(D.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in D.parameters()]
+    D.eval()  # no dropout noise, so the two loss values are comparable
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    fake = G(torch.randn(16, 16)).detach()
+    def loss():
+        return loss_fn(D(real), torch.ones(16)) + loss_fn(D(fake), torch.zeros(16))
+    first = loss()
+    opt.zero_grad()
+    first.backward()
+    opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, D.parameters()))
+    assert loss().item() < first.item()

@@ -1,0 +1,93 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import Params, ParamsError, load_params
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, data) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def base() -> dict:
+    return {"runs": {"gan-mnist": {"model": "gan", "dataset": "mnist", "epochs": 3}}}
+
+
+def test_repository_params_load_with_the_seed_runs():
+    params = load_params(REPO / "params.yaml")
+    for name, model in (("gan-mnist", "gan"), ("dcgan-mnist", "dcgan")):
+        run = params.run(name)
+        assert (run.model, run.dataset, run.epochs, run.batch_size) == (model, "mnist", 200, 128)
+        assert (run.lr, run.beta1) == (2e-4, 0.5)
+
+
+def test_smoke_params_load():
+    params = load_params(REPO / "params.smoke.yaml")
+    assert set(params.runs) >= {"gan-mnist", "dcgan-mnist"}
+    assert all(run.epochs <= 2 for run in params.runs.values())
+
+
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        (("epochs",), -1, "runs.gan-mnist.epochs: input should be greater than 0 (got -1)"),
+        (("epochs",), "ten", "runs.gan-mnist.epochs: input should be a valid integer"),
+        (("lr",), 0, "runs.gan-mnist.lr: input should be greater than 0"),
+        (("model",), "vae", "runs.gan-mnist.model: input should be 'gan' or 'dcgan'"),
+        (("loss",), "hinge", "runs.gan-mnist.loss:"),
+        (("device",), "tpu", "runs.gan-mnist.device: value error, must be auto, cpu"),
+        (("batchsize",), 64, "runs.gan-mnist.batchsize: unknown key"),
+    ],
+)
+def test_bad_run_values_name_the_key(tmp_path, path, value, expected):
+    data = base()
+    data["runs"]["gan-mnist"][path[0]] = value
+    with pytest.raises(ParamsError) as err:
+        load_params(write(tmp_path, data))
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{tmp_path / 'params.yaml'}: ")
+    assert expected in message
+
+
+def test_unknown_top_level_key_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match=r"mnsit: unknown key"):
+        load_params(write(tmp_path, {**base(), "mnsit": {"source": "x"}}))
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(write(tmp_path, "runs: [unclosed"))
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_unknown_run_and_bad_run_name(tmp_path):
+    params = load_params(write(tmp_path, base()))
+    with pytest.raises(ParamsError, match=r"runs.nope: no such run \(known: gan-mnist\)"):
+        params.run("nope")
+    data = {"runs": {"../escape": {"model": "gan", "dataset": "mnist"}}}
+    with pytest.raises(ParamsError, match="run name"):
+        load_params(write(tmp_path, data))
+
+
+def test_defaults_fill_in():
+    params = Params.model_validate(base())
+    run = params.run("gan-mnist")
+    assert (run.loss, run.d_steps, run.device, run.nz) == ("non_saturating", 1, "auto", 100)
+
+
+def test_cli_stops_before_any_work_with_one_line(tmp_path):
+    data = base()
+    data["runs"]["gan-mnist"]["epochs"] = 0
+    params = write(tmp_path, data)
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--params", str(params), "train", "gan-mnist"],
+                          cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {params}: runs.gan-mnist.epochs: input should be greater than 0 (got 0)"]
+    assert not (tmp_path / "runs").exists()
