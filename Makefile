@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import torch, torchvision, dvc, dvclive, scrapy, cv2, facenet_pytorch; print('setup ok: torch', torch.__version__)"
 	touch $(STAMP)
 
+# Stage commands call `python`: put the virtualenv first on PATH.
 repro: setup
-	$(VENV)/bin/dvc repro
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc repro
 
 test: setup
 	$(PY) -m pytest
