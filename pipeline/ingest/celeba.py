@@ -20,7 +20,6 @@ memory-mapped `images.npy`. A corrupt image is skipped and counted, never fatal.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 import multiprocessing
@@ -28,9 +27,8 @@ import os
 import sys
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -38,252 +36,16 @@ from tqdm import tqdm
 
 from pipeline.config import CelebaParams
 from pipeline.datasets import SPLITS, DatasetWriter
+from pipeline.ingest.celeba_layout import (DOWNLOAD_ROOT, CelebaError, ImageStore, download,
+                                           image_locations, limit_per_split, locate,
+                                           read_annotations)
 
-ATTR_FILE = "list_attr_celeba"
-PARTITION_FILE = "list_eval_partition"
-IMAGE_DIR = "img_align_celeba"
-DOWNLOAD_ROOT = Path("data/raw/celeba")  # torchvision puts its files under <root>/celeba/
-# CelebA's partition file numbers the splits the way pipeline.datasets.SPLITS does.
-PARTITION_TO_SPLIT = {0: SPLITS["train"], 1: SPLITS["valid"], 2: SPLITS["test"]}
+__all__ = ["CelebaError", "center_crop_resize", "ingest_celeba"]
+
 CHUNK = 256  # images per pool task: large enough to amortise IPC, small enough for a smooth bar
 # Errors PIL, zipfile and zlib raise for a damaged image; anything else is a bug and propagates.
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, zipfile.BadZipFile, zlib.error,
                  Image.DecompressionBombError)
-
-KAGGLE_HINT = (
-    "Get CelebA another way and point celeba.source at it: the Kaggle dataset "
-    "'jessicali9530/celeba-dataset' (download its archive from kaggle.com or with "
-    "`kaggle datasets download jessicali9530/celeba-dataset`) gives img_align_celeba.zip or its "
-    "folder plus list_attr_celeba.csv and list_eval_partition.csv; or fetch the torchvision "
-    "layout (img_align_celeba/ + list_attr_celeba.txt + list_eval_partition.txt) from the "
-    "official CelebA page (mmlab.ie.cuhk.edu.hk/projects/CelebA.html). Then set "
-    "celeba.source in params.yaml to that zip or folder."
-)
-
-
-class CelebaError(ValueError):
-    """A missing or malformed CelebA file or a bad celeba.* param; the message names it."""
-
-
-# --------------------------------------------------------------------------- locating the files
-
-
-@dataclass(frozen=True)
-class ImageStore:
-    """Where the JPEGs are: a folder, or a zip read member by member."""
-
-    kind: Literal["folder", "zip"]
-    path: Path
-
-    def describe(self) -> str:
-        return f"{self.kind} {self.path}"
-
-
-@dataclass(frozen=True)
-class CelebaFiles:
-    images: ImageStore
-    attr: Path | str  # a file, or a member name of the zip (the full Kaggle archive)
-    partition: Path | str
-    layout: str  # "torchvision" (.txt annotations) or "kaggle" (.csv)
-
-
-def _image_folder(folder: Path) -> Path | None:
-    """The folder that holds the JPEGs: Kaggle's extraction nests img_align_celeba twice."""
-    for candidate in (folder / IMAGE_DIR, folder):
-        if candidate.is_dir() and next(candidate.glob("*.jpg"), None) is not None:
-            return candidate
-    return None
-
-
-def _annotation(folder: Path, stem: str, zip_members: dict[str, str]) -> Path | str | None:
-    for suffix in (".txt", ".csv"):
-        if (folder / f"{stem}{suffix}").is_file():
-            return folder / f"{stem}{suffix}"
-    for suffix in (".txt", ".csv"):
-        if f"{stem}{suffix}" in zip_members:
-            return zip_members[f"{stem}{suffix}"]
-    return None
-
-
-def locate(source: Path) -> CelebaFiles:
-    """Find the images and the two annotation files for any of the supported layouts."""
-    source = source.expanduser()
-    if not source.exists():
-        raise CelebaError(f"params.yaml: celeba.source: {source} does not exist (or use 'download')")
-    if source.is_dir() and (source / "celeba").is_dir() and not any(source.glob(f"{ATTR_FILE}.*")):
-        source = source / "celeba"  # torchvision's download root
-    if source.is_file():
-        if not zipfile.is_zipfile(source):
-            raise CelebaError(f"params.yaml: celeba.source: {source} is a file but not a zip archive")
-        folder, images = source.parent, ImageStore("zip", source)
-    else:
-        folder = source
-        found = _image_folder(folder / IMAGE_DIR)
-        if found is not None:
-            images = ImageStore("folder", found)
-        elif (folder / f"{IMAGE_DIR}.zip").is_file():
-            images = ImageStore("zip", folder / f"{IMAGE_DIR}.zip")
-        else:
-            raise CelebaError(
-                f"{folder}: neither {IMAGE_DIR}/ with .jpg files nor {IMAGE_DIR}.zip found "
-                "(celeba.source must be a torchvision-layout folder or the Kaggle zip/folder)"
-            )
-    members: dict[str, str] = {}
-    if images.kind == "zip":
-        with zipfile.ZipFile(images.path) as archive:
-            members = {Path(n).name: n for n in archive.namelist()
-                       if Path(n).name.startswith((ATTR_FILE, PARTITION_FILE))}
-    attr = _annotation(folder, ATTR_FILE, members)
-    partition = _annotation(folder, PARTITION_FILE, members)
-    for stem, found_file in ((ATTR_FILE, attr), (PARTITION_FILE, partition)):
-        if found_file is None:
-            raise CelebaError(
-                f"{folder}: {stem}.txt (torchvision layout) or {stem}.csv (Kaggle layout) not found "
-                f"next to the images ({images.describe()}); celeba.source must point at a folder "
-                "or zip that has both annotation files beside it"
-            )
-    layout = "kaggle" if str(attr).endswith(".csv") else "torchvision"
-    return CelebaFiles(images=images, attr=attr, partition=partition, layout=layout)
-
-
-def download(root: Path = DOWNLOAD_ROOT) -> Path:
-    """torchvision's CelebA download (Google Drive); returns the torchvision-layout folder."""
-    try:
-        from torchvision.datasets import CelebA
-
-        CelebA(str(root), split="all", target_type="attr", download=True)
-    except Exception as exc:  # gdown missing, Drive quota, network: all end the same way
-        raise CelebaError(
-            f"celeba.source is 'download', and torchvision's CelebA download failed "
-            f"({type(exc).__name__}: {exc}). Google Drive often refuses it ('too many users have "
-            f"viewed or downloaded this file'); torchvision also needs the gdown package. "
-            f"{KAGGLE_HINT}"
-        ) from exc
-    return root / "celeba"
-
-
-# --------------------------------------------------------------------------- annotations
-
-
-def _read_text(files: CelebaFiles, which: Path | str) -> tuple[str, list[str]]:
-    """The annotation's display name and lines, from disk or from inside the zip."""
-    if isinstance(which, Path):
-        name, data = str(which), which.read_bytes()
-    else:
-        with zipfile.ZipFile(files.images.path) as archive:
-            name, data = f"{files.images.path}:{which}", archive.read(which)
-    try:
-        return name, data.decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise CelebaError(f"{name}: not a text file ({exc})") from None
-
-
-def parse_attributes(lines: list[str], name: str) -> tuple[list[str], list[str], np.ndarray]:
-    """Parse list_attr_celeba (.txt or .csv) -> (attribute names, file names, int8 0/1 matrix)."""
-    if name.endswith(".csv"):
-        rows = csv.reader(lines)
-        header = next(rows, None)
-        if not header or header[0] != "image_id":
-            raise CelebaError(f"{name}: line 1: expected a header 'image_id,<attribute names>'")
-        attr_names, first_line, body = header[1:], 2, rows
-    else:
-        # torchvision / official: a count line, a line of names, then "<file> <1|-1> x 40".
-        if len(lines) < 2 or not lines[0].strip().isdigit():
-            raise CelebaError(f"{name}: line 1: expected the image count")
-        attr_names, first_line = lines[1].split(), 3
-        body = (line.split() for line in lines[2:])
-    if not attr_names:
-        raise CelebaError(f"{name}: no attribute names in the header")
-    files, values = [], []
-    for number, fields in enumerate(body, start=first_line):
-        if not fields or fields == [""]:
-            continue  # a trailing blank line
-        if len(fields) != len(attr_names) + 1:
-            raise CelebaError(f"{name}: line {number}: expected a file name and {len(attr_names)} "
-                              f"attribute values, got {len(fields) - 1} values")
-        row = fields[1:]
-        if any(v not in ("1", "-1") for v in row):
-            bad = next(v for v in row if v not in ("1", "-1"))
-            raise CelebaError(f"{name}: line {number}: attribute value {bad!r} is not 1 or -1")
-        files.append(fields[0].strip())
-        values.append(row)
-    if not name.endswith(".csv") and int(lines[0]) != len(files):
-        raise CelebaError(f"{name}: line 1 says {int(lines[0])} images, the file lists {len(files)}")
-    attrs = (np.array(values, dtype=np.int8) > 0).astype(np.int8) if values else np.zeros((0, len(attr_names)), np.int8)
-    return attr_names, files, attrs
-
-
-def parse_partition(lines: list[str], name: str) -> dict[str, int]:
-    """Parse list_eval_partition (.txt or .csv) -> {file name: split id}."""
-    if name.endswith(".csv"):
-        rows: Iterator[list[str]] = csv.reader(lines)
-        if next(rows, None) != ["image_id", "partition"]:
-            raise CelebaError(f"{name}: line 1: expected the header 'image_id,partition'")
-        first_line = 2
-    else:
-        rows, first_line = (line.split() for line in lines), 1
-    partition: dict[str, int] = {}
-    for number, fields in enumerate(rows, start=first_line):
-        if not fields or fields == [""]:
-            continue
-        if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
-            raise CelebaError(f"{name}: line {number}: expected '<file> <0|1|2>', got {' '.join(fields)!r}")
-        if fields[0] in partition:
-            raise CelebaError(f"{name}: line {number}: {fields[0]} is listed twice")
-        partition[fields[0]] = PARTITION_TO_SPLIT[int(fields[1])]
-    return partition
-
-
-@dataclass
-class Annotations:
-    names: list[str]  # image file names, sorted
-    split: np.ndarray  # uint8 per image
-    attrs: np.ndarray  # int8 0/1, N x A
-    attr_names: list[str]
-
-
-def read_annotations(files: CelebaFiles) -> Annotations:
-    attr_name, attr_lines = _read_text(files, files.attr)
-    attr_names, attr_files, attrs = parse_attributes(attr_lines, attr_name)
-    part_name, part_lines = _read_text(files, files.partition)
-    partition = parse_partition(part_lines, part_name)
-    if len(set(attr_files)) != len(attr_files):
-        raise CelebaError(f"{attr_name}: some images are listed more than once")
-    missing = sorted(set(attr_files) ^ set(partition))
-    if missing:
-        raise CelebaError(f"{attr_name} and {part_name} list different images: {len(missing)} "
-                          f"appear in only one of them (first: {missing[0]})")
-    # File names are zero-padded numbers, so sorting by name is the official order.
-    order = sorted(range(len(attr_files)), key=attr_files.__getitem__)
-    names = [attr_files[i] for i in order]
-    split = np.array([partition[n] for n in names], dtype=np.uint8)
-    return Annotations(names=names, split=split, attrs=attrs[order], attr_names=attr_names)
-
-
-def limit_per_split(ann: Annotations, limit: int | None) -> Annotations:
-    """Keep the first `limit` images of every split (the smoke profile keeps all three splits)."""
-    if limit is None:
-        return ann
-    keep = np.concatenate([np.flatnonzero(ann.split == s)[:limit] for s in sorted(SPLITS.values())])
-    keep.sort()
-    return Annotations(names=[ann.names[i] for i in keep], split=ann.split[keep],
-                       attrs=ann.attrs[keep], attr_names=ann.attr_names)
-
-
-def image_locations(store: ImageStore, names: list[str]) -> list[str]:
-    """Each listed image's path inside the store; every listed image must be there."""
-    if store.kind == "zip":
-        with zipfile.ZipFile(store.path) as archive:
-            # Keyed by base name: Kaggle's archive nests the folder once more than torchvision's zip.
-            available = {Path(m).name: m for m in archive.namelist()
-                         if m.lower().endswith(".jpg") and not m.startswith("__MACOSX/")}
-    else:
-        available = {entry.name: entry.name for entry in os.scandir(store.path)}
-    absent = [n for n in names if n not in available]
-    if absent:
-        raise CelebaError(f"{store.describe()}: {len(absent)} images listed in the annotations are "
-                          f"missing (first: {absent[0]}); the download or extraction is incomplete")
-    return [available[n] for n in names]
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -328,9 +90,9 @@ def center_crop_resize(image: Image.Image, crop: int, size: int, *, draft: bool 
 _WORKER: dict = {}  # per-process state: each worker opens its own zip handle
 
 
-def _init_worker(store: ImageStore, crop: int, size: int) -> None:
+def _init_worker(store: ImageStore, crop: int, size: int, full: bool) -> None:
     _WORKER.clear()
-    _WORKER.update(store=store, crop=crop, size=size,
+    _WORKER.update(store=store, crop=crop, size=size, full=full,
                    zip=zipfile.ZipFile(store.path) if store.kind == "zip" else None)
 
 
@@ -340,35 +102,75 @@ def _read(location: str) -> bytes:
     return (_WORKER["store"].path / location).read_bytes()
 
 
-def _decode_chunk(task: tuple[int, list[str]]) -> tuple[int, np.ndarray, list[str | None]]:
-    """Decode one chunk -> (its start, uint8 images, per image None or why it was skipped)."""
+def _decode_chunk(task: tuple[int, list[str]]) -> tuple[int, list[np.ndarray], list[str | None]]:
+    """Decode one chunk -> (its start, the images that decoded, per image None or why skipped).
+
+    The images are the size x size centre crops, or with `full` the whole decoded images (the
+    parent runs MTCNN on them).
+    """
     start, locations = task
-    size = _WORKER["size"]
-    out = np.zeros((len(locations), size, size, 3), dtype=np.uint8)
-    failures: list[str | None] = [None] * len(locations)
-    for i, location in enumerate(locations):
+    images, failures = [], []
+    for location in locations:
         try:
             with Image.open(io.BytesIO(_read(location))) as image:
-                out[i] = center_crop_resize(image, _WORKER["crop"], size)
+                if _WORKER["full"]:
+                    images.append(np.asarray(image.convert("RGB")))
+                else:
+                    images.append(center_crop_resize(image, _WORKER["crop"], _WORKER["size"]))
+            failures.append(None)
         except ImageTooSmall:
-            failures[i] = "too_small"
+            failures.append("too_small")
         except DECODE_ERRORS:
-            failures[i] = "corrupt"
-    return start, out, failures
+            failures.append("corrupt")
+    return start, images, failures
 
 
-def decode_all(store: ImageStore, locations: list[str], crop: int, size: int, workers: int,
-               mp_context: str | None = None) -> Iterator[tuple[int, np.ndarray, list[str | None]]]:
+def decode_all(store: ImageStore, locations: list[str], *, crop: int, size: int, full: bool,
+               workers: int, mp_context: str | None = None
+               ) -> Iterator[tuple[int, list[np.ndarray], list[str | None]]]:
     """Decoded chunks in order. workers == 1 decodes in this process (no pool to start)."""
     tasks = [(s, locations[s:s + CHUNK]) for s in range(0, len(locations), CHUNK)]
-    if workers == 1:
-        _init_worker(store, crop, size)
+    args = (store, crop, size, full)
+    if workers == 1 or len(tasks) == 1:
+        _init_worker(*args)
         yield from map(_decode_chunk, tasks)
         return
     context = multiprocessing.get_context(mp_context)
-    with context.Pool(workers, initializer=_init_worker, initargs=(store, crop, size)) as pool:
+    with context.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=args) as pool:
         # imap keeps the order, so rows land in file-name order whatever finishes first.
         yield from pool.imap(_decode_chunk, tasks)
+
+
+class MtcnnCropper:
+    """`crop: mtcnn`: batched MTCNN (facenet-pytorch) on the decoded images, a square crop around
+    the best face (pipeline.faces, shared with the anime stage); the centre crop where MTCNN
+    finds no face."""
+
+    def __init__(self, params: CelebaParams):
+        from pipeline.faces.crop import crop_square
+        from pipeline.faces.detectors import make_detector
+
+        self.params = params
+        self.crop_square = crop_square
+        self.detector = make_detector("mtcnn", device=params.mtcnn_device, batch_size=params.mtcnn_batch_size,
+                                      mtcnn_thresholds=params.mtcnn_thresholds)
+
+    def __call__(self, images: list[np.ndarray]) -> tuple[list[np.ndarray | None], list[bool]]:
+        """(crop per image, None where even the centre crop does not fit; face found per image)."""
+        p = self.params
+        crops: list[np.ndarray | None] = []
+        found_face: list[bool] = []
+        for image, found in zip(images, self.detector.detect(images)):
+            if found:
+                best = max(found, key=lambda d: (d.score, d.side))
+                crops.append(self.crop_square(image, best.box, p.mtcnn_margin, p.mtcnn_shift_up, p.image_size))
+            else:
+                try:
+                    crops.append(center_crop_resize(Image.fromarray(image), p.center_crop, p.image_size))
+                except ImageTooSmall:
+                    crops.append(None)
+            found_face.append(bool(found))
+        return crops, found_face
 
 
 def _truncate_npy_rows(path: Path, rows: int) -> None:
@@ -403,11 +205,17 @@ def resolve_workers(workers: int | None) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _summary(names: list[str]) -> dict:
+    return {"count": len(names), "first": names[:100]}
+
+
 def ingest_celeba(params: CelebaParams, out_dir: Path, *, download_root: Path = DOWNLOAD_ROOT,
                   mp_context: str | None = None) -> Path:
-    """Build the CelebA dataset folder at `out_dir` (atomically) and return it."""
-    if params.crop != "center":
-        raise CelebaError(f"params.yaml: celeba.crop: {params.crop!r} is not implemented yet; use 'center'")
+    """Build the CelebA dataset folder at `out_dir` (atomically) and return it.
+
+    `download_root` is where `celeba.source: download` puts torchvision's files; `mp_context`
+    picks the process start method (None: the platform's default).
+    """
     source = download(download_root) if params.source == "download" else Path(params.source)
     files = locate(source)
     ann = limit_per_split(read_annotations(files), params.limit)
@@ -416,52 +224,68 @@ def ingest_celeba(params: CelebaParams, out_dir: Path, *, download_root: Path = 
         raise CelebaError(f"params.yaml: celeba.probe_attributes: {', '.join(unknown)} not among the "
                           f"attributes of {files.attr} ({', '.join(ann.attr_names)})")
     locations = image_locations(files.images, ann.names)
-    workers = resolve_workers(params.workers)
+    cropper = MtcnnCropper(params) if params.crop == "mtcnn" else None
     size, count = params.image_size, len(ann.names)
 
     kept = np.zeros(count, dtype=bool)
     skipped: dict[str, list[str]] = {}
+    no_face: list[str] = []
+    chunks = decode_all(files.images, locations, crop=params.center_crop, size=size, full=cropper is not None,
+                        workers=resolve_workers(params.workers), mp_context=mp_context)
     with DatasetWriter(out_dir, count, (size, size, 3), source="celeba") as writer:
         row = 0
         with tqdm(total=count, desc="celeba", unit="img", smoothing=0.05) as bar:
-            for start, images, failures in decode_all(files.images, locations, params.center_crop,
-                                                      size, min(workers, max(1, math.ceil(count / CHUNK))),
-                                                      mp_context):
-                good = [i for i, why in enumerate(failures) if why is None]
-                writer.images[row:row + len(good)] = images[good]
-                row += len(good)
+            for start, images, failures in chunks:
+                indices = [start + i for i, why in enumerate(failures) if why is None]
                 for i, why in enumerate(failures):
-                    if why is None:
-                        kept[start + i] = True
-                    else:
+                    if why is not None:
                         skipped.setdefault(why, []).append(ann.names[start + i])
+                if cropper is not None and images:
+                    crops, found = cropper(images)
+                    no_face += [ann.names[j] for j, face in zip(indices, found) if not face]
+                    skipped.setdefault("too_small", []).extend(
+                        ann.names[j] for j, crop in zip(indices, crops) if crop is None)
+                    indices = [j for j, crop in zip(indices, crops) if crop is not None]
+                    images = [crop for crop in crops if crop is not None]
+                if images:
+                    writer.images[row:row + len(images)] = np.stack(images)
+                row += len(images)
+                kept[indices] = True
                 bar.update(len(failures))
-                if skipped:
-                    bar.set_postfix(skipped=sum(map(len, skipped.values())))
+                if any(skipped.values()) or no_face:
+                    bar.set_postfix(skipped=sum(map(len, skipped.values())), no_face=len(no_face))
         if row < count:
             # Skipped images leave unused rows at the end; cut them off before the commit hashes.
             writer.images.flush()
             writer.images = None  # drop the old mapping before the file shrinks under it
             _truncate_npy_rows(writer.tmp_dir / "images.npy", row)
             writer.images = np.load(writer.tmp_dir / "images.npy", mmap_mode="r+")
+        skipped = {why: names for why, names in skipped.items() if names}
         writer.split = ann.split[kept]
         writer.attrs = ann.attrs[kept]
+        train = ann.attrs[kept & (ann.split == SPLITS["train"])]
         writer.meta.update(
             params=params.model_dump(),
             layout=f"{files.layout} {files.images.kind}",
             images_from=str(files.images.path),
             attributes=ann.attr_names,
             probe_attributes=list(params.probe_attributes),
-            # Share of positives per attribute on the kept train rows: how balanced each one is.
-            attr_positive_fraction=dict(zip(ann.attr_names, np.round(
-                ann.attrs[kept & (ann.split == SPLITS["train"])].mean(axis=0), 4).tolist())),
+            # Share of positives per attribute on the train rows: how balanced each one is.
+            attr_positive_fraction=dict(zip(ann.attr_names, np.round(train.mean(axis=0), 4).tolist()))
+            if len(train) else {},
             listed=count,
-            skipped={why: {"count": len(names), "first": names[:100]} for why, names in skipped.items()},
+            skipped={why: _summary(names) for why, names in skipped.items()},
             crop={"method": params.crop, "center_crop": params.center_crop, "resize": "bicubic",
-                  "jpeg_draft": True},
+                  "jpeg_draft": cropper is None},
         )
+        if cropper is not None:
+            writer.meta["crop"].update(mtcnn_no_face=_summary(no_face), margin=params.mtcnn_margin,
+                                       shift_up=params.mtcnn_shift_up, resize="lanczos")
     if skipped:
         total = sum(map(len, skipped.values()))
         detail = ", ".join(f"{len(v)} {k} (first: {v[0]})" for k, v in skipped.items())
         print(f"celeba: skipped {total} of {count} images: {detail}", file=sys.stderr)
+    if no_face:
+        print(f"celeba: MTCNN found no face in {len(no_face)} of {count} images (first: {no_face[0]}); "
+              f"they got the {params.center_crop} px centre crop", file=sys.stderr)
     return Path(out_dir)

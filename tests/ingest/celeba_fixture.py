@@ -141,13 +141,17 @@ def partition_csv(names: list[str], partition: np.ndarray) -> str:
 
 
 def make_celeba(root: Path, layout: Layout, *, count: int = 24, seed: int = 0,
-                corrupt: Iterable[int] = (), partition: np.ndarray | None = None) -> Path:
+                corrupt: Iterable[int] = (), partition: np.ndarray | None = None,
+                images: list[np.ndarray] | None = None) -> Path:
     """Write a fake CelebA of `count` images under `root`; returns the path for celeba.source.
 
     The same `seed` gives the same images, attributes and partition in every layout. `corrupt`
     lists image indices whose file is damaged: even ones are garbage bytes, odd ones a JPEG cut
-    in half (truncated downloads are the usual kind).
+    in half (truncated downloads are the usual kind). `images` (RGB uint8) replaces the
+    synthetic faces, e.g. with real photographs for MTCNN; `count` is then their number.
     """
+    if images is not None:
+        count = len(images)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     rng = np.random.default_rng(seed)
@@ -156,7 +160,7 @@ def make_celeba(root: Path, layout: Layout, *, count: int = 24, seed: int = 0,
     partition = default_partition(count) if partition is None else np.asarray(partition)
     files: dict[str, bytes] = {}
     for i, name in enumerate(names):
-        data = jpeg_bytes(synthetic_face(rng))
+        data = jpeg_bytes(synthetic_face(rng) if images is None else images[i])
         if i in set(corrupt):
             data = b"this is not a JPEG file at all" * 10 if i % 2 == 0 else data[: len(data) // 2]
         files[name] = data

@@ -276,3 +276,46 @@ def test_too_small_images_are_skipped_and_counted(tmp_path):
     meta = read_dataset(ingest(source, tmp_path / "out")).meta
     assert meta["skipped"] == {"too_small": {"count": 1, "first": ["000002.jpg"]}}
     assert meta["count"] == 5
+
+
+# --------------------------------------------------------------------------- crop: mtcnn
+
+
+def _photo(name: str, box: tuple[int, int, int, int]) -> np.ndarray:
+    """A region of one of scikit-image's bundled photographs, resized to 178 x 218."""
+    from skimage import data
+
+    image = Image.fromarray(getattr(data, name)()).crop(box)
+    return np.asarray(image.resize((WIDTH, HEIGHT), Image.Resampling.LANCZOS))
+
+
+def test_mtcnn_crops_around_the_face_and_falls_back_to_the_centre(tmp_path, capsys):
+    from pipeline.faces.crop import crop_square
+    from pipeline.faces.detectors import make_detector
+
+    # A real face (the astronaut) left of centre and its mirror image; two images with no face.
+    face = _photo("astronaut", (150, 10, 350, 255))
+    photos = [face, np.ascontiguousarray(face[:, ::-1]), _photo("coffee", (100, 50, 378, 390)),
+              synthetic_face(np.random.default_rng(0), texture=12.0)]
+    source = make_celeba(tmp_path / "src", "kaggle-zip", images=photos, partition=np.array([0, 0, 1, 2]))
+    params = dict(crop="mtcnn", mtcnn_device="cpu", mtcnn_margin=0.3, mtcnn_shift_up=0.05)
+    data = read_dataset(ingest(source, tmp_path / "out", **params))
+    assert len(data) == 4 and data.meta["skipped"] == {}
+    assert data.meta["crop"]["mtcnn_no_face"] == {"count": 2, "first": ["000003.jpg", "000004.jpg"]}
+    assert "MTCNN found no face in 2 of 4 images" in capsys.readouterr().err
+    detector = make_detector("mtcnn", device="cpu")
+    with zipfile.ZipFile(source) as archive:
+        for row in range(4):
+            with Image.open(io.BytesIO(archive.read(f"img_align_celeba/00000{row + 1}.jpg"))) as image:
+                decoded = np.asarray(image.convert("RGB"))
+            centre = center_crop_resize(Image.fromarray(decoded), 178, 64, draft=False).astype(int)
+            got = data.images[row].astype(int)
+            if row >= 2:  # no face: exactly the centre crop
+                np.testing.assert_array_equal(got, centre)
+                continue
+            # A face: the square around MTCNN's box with the params' margin and shift...
+            box = detector.detect([decoded])[0][0].box
+            want = crop_square(decoded, box, 0.3, 0.05, 64).astype(int)
+            assert np.abs(got - want).mean() < 2  # (batched vs single MTCNN may move a box a hair)
+            # ...a tighter frame than the centre crop.
+            assert np.abs(got - centre).mean() > 20
