@@ -51,20 +51,39 @@ class MnistParams(Strict):
 
 class CelebaParams(Strict):
     # "download" (torchvision, Google Drive), a torchvision-layout folder, or the Kaggle
-    # layout (img_align_celeba.zip or its folder, with list_*.csv).
+    # layout (img_align_celeba.zip or its folder, with list_*.csv). See pipeline/ingest/celeba.py.
     source: str = "download"
+    # center: the usual centre crop of `center_crop` px, resized to image_size. mtcnn: a square
+    # around the face MTCNN finds (the centre crop where it finds none; counted in meta.json).
     crop: Literal["center", "mtcnn"] = "center"
-    center_crop: PositiveInt = 178
+    # Aligned CelebA images are 178 x 218, so at most 178.
+    center_crop: int = Field(178, gt=0, le=178)
     image_size: PositiveInt = 64
+    # Keep only the first N images of each split (the smoke profile); null keeps all.
     limit: PositiveInt | None = None
-    workers: PositiveInt | None = None  # process-pool size; null = all cores
+    workers: PositiveInt | None = None  # decoding processes; null = all cores
+    # crop: mtcnn only. The square's side is the face box plus `mtcnn_margin` of it on each
+    # side, moved up by `mtcnn_shift_up` of it (pipeline.faces.crop.square_window).
+    mtcnn_margin: float = Field(0.25, ge=0, le=2)
+    mtcnn_shift_up: float = Field(0.1, ge=-1, le=1)
+    mtcnn_thresholds: tuple[Probability, Probability, Probability] = (0.6, 0.7, 0.7)
+    mtcnn_batch_size: PositiveInt = 64
+    mtcnn_device: str = "auto"
     # Balanced attributes whose mean linear-probe accuracy is reported.
     probe_attributes: list[str] = Field(
         default_factory=lambda: [
             "Attractive", "Black_Hair", "Male", "Smiling", "Wavy_Hair", "Wearing_Lipstick",
             "Heavy_Makeup", "High_Cheekbones", "Mouth_Slightly_Open",
-        ]
+        ],
+        min_length=1,
     )
+
+    @field_validator("mtcnn_device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N (got {value!r})")
+        return value
 
 
 class AnimeCrawlParams(Strict):
