@@ -88,6 +88,31 @@ def one_core_rate(archive: Path, n: int = 3000) -> None:
         print(f"one core, draft={'on ' if draft else 'off'}: {rate:,.0f} images/s")
 
 
+class AnonMemory:
+    """Peak anonymous memory (RssAnon) of this process, sampled in a thread. The output memmap's
+    pages are file-backed page cache, so plain RSS would count the 2.5 GB array itself."""
+
+    def __init__(self, every: float = 0.25):
+        import threading
+
+        self.peak_kib, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+
+    def __enter__(self) -> "AnonMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=FULL)
@@ -100,12 +125,18 @@ def main() -> None:
     out = args.cache / "dataset"
     load_before = os.getloadavg()
     started = time.perf_counter()
-    ingest_celeba(CelebaParams(source=str(archive), workers=args.workers), out)
+    with AnonMemory() as memory:
+        ingest_celeba(CelebaParams(source=str(archive), workers=args.workers), out)
     seconds = time.perf_counter() - started
+    import resource
+
+    worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     load_after = os.getloadavg()
     print(f"ingest_celeba: {args.count:,} images in {seconds:.1f} s = {args.count / seconds:,.0f} images/s "
           f"with {resolve_workers(args.workers)} workers on {os.cpu_count()} cores; "
           f"load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after")
+    print(f"memory: parent peak anonymous {memory.peak_kib / 1024:.0f} MiB; largest worker peak RSS "
+          f"{worker_peak:.0f} MiB (includes the generator pool when the set was just built)")
     print(f"target: {FULL:,} images in under 180 s -> {'met' if seconds * FULL / args.count < 180 else 'MISSED'} "
           f"(projected {seconds * FULL / args.count:.0f} s for the full set)")
     shutil.rmtree(out, ignore_errors=True)

@@ -15,7 +15,11 @@ Images are read straight from the zip (no extraction of 200,000 files). Rows are
 file name, so every layout gives the same arrays. JPEG decoding dominates the cost, so it uses
 PIL's draft mode (libjpeg scales by 1/2, 1/4 or 1/8 in the DCT domain) and a process pool
 whose workers return small uint8 chunks that the parent streams into the preallocated
-memory-mapped `images.npy`. A corrupt image is skipped and counted, never fatal.
+memory-mapped `images.npy`, a few chunks in flight at a time so memory stays flat. A corrupt
+image is skipped and counted, never fatal.
+
+`crop: mtcnn` decodes whole images in the workers and runs batched MTCNN (pipeline.faces) in
+the parent; an image without a face gets the centre crop, and those are counted in meta.json.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import os
 import sys
 import zipfile
 import zlib
+from collections import deque
+from contextlib import closing
 from pathlib import Path
 from typing import Iterator
 
@@ -136,9 +142,19 @@ def decode_all(store: ImageStore, locations: list[str], *, crop: int, size: int,
         yield from map(_decode_chunk, tasks)
         return
     context = multiprocessing.get_context(mp_context)
-    with context.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=args) as pool:
-        # imap keeps the order, so rows land in file-name order whatever finishes first.
-        yield from pool.imap(_decode_chunk, tasks)
+    workers = min(workers, len(tasks))
+    with context.Pool(workers, initializer=_init_worker, initargs=args) as pool:
+        # Pool.imap would queue every task at once and buffer every result the parent has not
+        # taken yet: with MTCNN in the parent (slower than decoding) that is the whole decoded
+        # set in memory. So keep only a few chunks in flight, and take them in order (rows land
+        # in file-name order whatever finishes first).
+        pending: deque = deque()
+        for task in tasks:
+            pending.append(pool.apply_async(_decode_chunk, (task,)))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
 
 class MtcnnCropper:
@@ -232,7 +248,8 @@ def ingest_celeba(params: CelebaParams, out_dir: Path, *, download_root: Path = 
     no_face: list[str] = []
     chunks = decode_all(files.images, locations, crop=params.center_crop, size=size, full=cropper is not None,
                         workers=resolve_workers(params.workers), mp_context=mp_context)
-    with DatasetWriter(out_dir, count, (size, size, 3), source="celeba") as writer:
+    # closing(): on an error the pool is shut down at once, not whenever the generator is collected.
+    with closing(chunks), DatasetWriter(out_dir, count, (size, size, 3), source="celeba") as writer:
         row = 0
         with tqdm(total=count, desc="celeba", unit="img", smoothing=0.05) as bar:
             for start, images, failures in chunks:
