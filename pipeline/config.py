@@ -234,18 +234,57 @@ class RunParams(Strict):
 
 
 class EvaluateParams(Strict):
-    num_samples: PositiveInt = 10_000  # generated images vs the real test split (Lucic et al.)
+    # Sample counts: generated images vs (at most) this many real test images (Lucic et al. 2018).
+    num_samples: PositiveInt = 10_000
+    num_real: PositiveInt = 10_000
     batch_size: PositiveInt = 250
     inception: bool = True  # standard FID with the Inception weights
-    inception_weights: str = "download"  # or a local pt_inception-2015-12-05 file
-    antialias: bool = True
+    inception_weights: str = "download"  # or a local pt_inception-2015-12-05 / weights-inception-2015-12-05 file
+    # False resizes like the original TF FID code, so `fid` compares with published numbers;
+    # True is torch's antialiased resize (torchmetrics' default). Recorded next to the score.
+    antialias: bool = False
     kid_subset_size: PositiveInt = 1000
+    kid_subsets: PositiveInt = 100
     pr_k: PositiveInt = 3
+    # A digit class counts as covered when at least this share of the samples falls into it
+    # (0.01 = a tenth of its uniform share).
+    coverage_min_share: Probability = 0.01
+    # The MNIST classifier behind fid_domain (its stage fails below classifier_min_accuracy).
+    classifier_epochs: PositiveInt = 5
+    classifier_batch_size: PositiveInt = 128
+    classifier_lr: PositiveFloat = 1e-3
+    classifier_min_accuracy: Probability = 0.99
+    # Linear probe: labelled train images per class; "all" = every train image up to probe_max_train.
     probe_per_class: list[PositiveInt | Literal["all"]] = Field(default_factory=lambda: [10, 100, "all"])
+    probe_max_train: PositiveInt = 10_000  # caps "all" so the probe stays minutes on a CPU
+    probe_max_test: PositiveInt = 10_000
+    probe_val_size: PositiveInt = 2_000  # held out of the train split to choose C
+    probe_c_grid: list[PositiveFloat] = Field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0])
     fid_every: PositiveInt = 5  # epochs between fid_domain points during training
     fid_every_samples: PositiveInt = 2000
     seed: int = 0
     device: str = "auto"
+
+    @field_validator("probe_per_class")
+    @classmethod
+    def _probe_settings(cls, value: list) -> list:
+        if not value:
+            raise ValueError("needs at least one setting, e.g. [10, 100, all]")
+        if len(set(value)) != len(value):
+            raise ValueError(f"has a repeated setting (got {value})")
+        return value
+
+    @field_validator("probe_c_grid")
+    @classmethod
+    def _c_grid(cls, value: list) -> list:
+        if not value:
+            raise ValueError("needs at least one C value")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return RunParams._device(value)
 
 
 class Params(Strict):

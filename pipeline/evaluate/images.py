@@ -1,0 +1,80 @@
+"""Image plumbing shared by every metric: one uint8 path for real and generated images.
+
+Generated images are quantised to uint8 exactly as a saved PNG would be, and real images are
+read as uint8 from the dataset; from there both go through the same code, so no metric can see
+a difference that is only a preprocessing difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.datasets import Dataset
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` means CUDA, then MPS, then CPU (DESIGN.md)."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] (B x C x H x W float) -> uint8 in [0, 255], as a PNG would hold."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 B x C x H x W -> float in [-1, 1], the range G produces and D was trained on."""
+    return x.float() / 127.5 - 1.0
+
+
+def dataset_images(dataset: Dataset, index: np.ndarray) -> torch.Tensor:
+    """Rows `index` of a dataset as a uint8 N x C x H x W tensor (copied out of the memmap)."""
+    images = np.ascontiguousarray(dataset.images[np.sort(index)] if len(index) else dataset.images[:0])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+
+def sorted_subset(dataset: Dataset, split: str, limit: int | None, seed: int) -> np.ndarray:
+    """Up to `limit` indices of `split`, a seeded random choice, sorted (fast memmap reads)."""
+    index = dataset.indices(split)
+    if limit is not None and len(index) > limit:
+        index = np.random.default_rng(seed).choice(index, size=limit, replace=False)
+    return np.sort(index)
+
+
+@torch.no_grad()
+def generate_uint8(generator: nn.Module, n: int, nz: int, seed: int, batch_size: int,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """`n` samples of G as uint8 N x C x H x W on the CPU, from seeded N(0, 1) noise.
+
+    The noise is drawn on the CPU from its own generator, so the same seed gives the same images
+    on every device and whatever the batch size.
+    """
+    rng = torch.Generator().manual_seed(seed)
+    noise = torch.randn(n, nz, generator=rng)
+    generator = generator.eval()
+    out = []
+    for z in noise.split(batch_size):
+        out.append(to_uint8(generator(z.to(device))).cpu())
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.uint8)
+
+
+def batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    yield from images.split(batch_size)
+
+
+def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Float B x C x H x W to size x size (antialiased), a no-op when it already fits."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
