@@ -1,7 +1,8 @@
 """train@<run>: one training loop for the MLP GAN and DCGAN.
 
 The step is the paper's algorithm (Goodfellow et al. 2014, Algorithm 1): `d_steps` (k)
-discriminator updates on fresh real and generated minibatches, then one generator update.
+discriminator updates on fresh real and generated minibatches, then one generator update
+(see GANStep).
 `loss: minimax` has G minimise log(1 - D(G(z))) as in the paper's equation; the default
 `non_saturating` has G maximise log D(G(z)), which the paper recommends in practice.
 
@@ -29,12 +30,13 @@ from tqdm import tqdm
 from pipeline.config import DATASETS_DIR, RUNS_DIR, Params, RunParams
 from pipeline.datasets import read_dataset, write_json_atomic
 from pipeline.device import resolve_device
+from pipeline.distributed import World, all_sum, close_world, init_world, use_global_batchnorm
 from pipeline.models import SPEC_FILE, build_models
 
 SAMPLE_GRID = 64  # fixed-noise samples per grid, 8 x 8
 # Params whose change invalidates a checkpoint. `epochs` and `sample_every` are left out on
 # purpose: raising `epochs` continues a finished run exactly where it stopped.
-RESUME_IGNORES = {"epochs", "sample_every", "device"}
+RESUME_IGNORES = {"epochs", "sample_every", "device", "compile"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,9 +77,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
 
-def to_float(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 B x H x W x C -> float B x C x H x W in [-1, 1], on the batch's device."""
-    return batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+def to_float(batch: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    """uint8 B x H x W x C -> float B x C x H x W in [-1, 1], on the batch's device.
+
+    The permuted view already has channels_last strides, which `.float()` keeps."""
+    out = batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return out if channels_last else out.contiguous()
 
 
 def d_loss_fn(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -135,64 +140,169 @@ def trim_history(live_dir: Path, epochs_done: int) -> None:
             os.replace(tmp, tsv)
 
 
+@dataclass(frozen=True)
+class Speed:
+    """The per-device speed settings a run resolves `auto` to."""
+    amp_dtype: torch.dtype | None  # autocast dtype, None = fp32
+    channels_last: bool
+    fused_adam: bool
+
+    @classmethod
+    def resolve(cls, run: RunParams, device: torch.device) -> "Speed":
+        cuda = device.type == "cuda"
+        if run.precision == "bf16" or (run.precision == "auto" and cuda and torch.cuda.is_bf16_supported()):
+            amp = torch.bfloat16
+        else:
+            amp = None
+        pick = lambda value: cuda if value == "auto" else bool(value)  # noqa: E731
+        fused = pick(run.fused_adam) and device.type in ("cuda", "cpu", "mps")
+        return cls(amp, pick(run.channels_last), fused)
+
+
+class GANStep:
+    """One iteration of Algorithm 1: `d_steps` D updates, then one G update.
+
+    `real_batches` are float images (the process's slice of each global batch); noise is
+    drawn for the whole global batch and sliced the same way, so N processes see exactly
+    what one process would. The G update reuses the generated batch of the last D update
+    (as pytorch/examples' DCGAN does) instead of drawing fresh noise: a sample from the same
+    distribution, one G forward pass cheaper."""
+
+    def __init__(self, G: nn.Module, D: nn.Module, run: RunParams, speed: Speed,
+                 device: torch.device, world: World = World()):
+        self.G, self.D, self.run, self.speed, self.device, self.world = G, D, run, speed, device, world
+        adam = dict(lr=run.lr, betas=(run.beta1, run.beta2), fused=speed.fused_adam or None)
+        self.opt_g = torch.optim.Adam(G.parameters(), **adam)
+        self.opt_d = torch.optim.Adam(D.parameters(), **adam)
+        self.local = run.batch_size // world.size
+        self.autocast = dict(device_type=device.type, dtype=speed.amp_dtype or torch.float32,
+                             enabled=speed.amp_dtype is not None)
+
+    def noise(self) -> torch.Tensor:
+        z = torch.randn(self.run.batch_size, self.run.nz, device=self.device)
+        start = self.world.rank * self.local
+        return z[start:start + self.local]
+
+    def __call__(self, real_batches: list[torch.Tensor]) -> torch.Tensor:
+        """Returns [loss_d, loss_g, mean D(x), mean D(G(z))] as a device tensor (no host sync)."""
+        G, D = self.G, self.D
+        for j, real in enumerate(real_batches):
+            last = j == len(real_batches) - 1
+            with torch.autocast(**self.autocast), torch.set_grad_enabled(last):
+                fake = G(self.noise())  # with a graph only when the G update will use it
+            with torch.autocast(**self.autocast):
+                real_logits, fake_logits = D(real), D(fake.detach())
+                loss_d = d_loss_fn(real_logits.float(), fake_logits.float())
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        with torch.autocast(**self.autocast):
+            loss_g = g_loss_fn(D(fake).float(), self.run.loss)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        return torch.stack([loss_d.detach(), loss_g.detach(),
+                            torch.sigmoid(real_logits.detach().float()).mean(),
+                            torch.sigmoid(fake_logits.detach().float()).mean()])
+
+
+def prepare_models(run: RunParams, image_size: int, channels: int, device: torch.device,
+                   speed: Speed, world: World) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    """(G, D) to train (wrapped for DDP / compiled as asked) and the plain (G, D) they wrap."""
+    torch.manual_seed(run.seed)  # the initial weights
+    G, D = build_models(run.model, image_size=image_size, channels=channels,
+                        nz=run.nz, ngf=run.ngf, ndf=run.ndf)
+    if world.distributed:
+        use_global_batchnorm(G)
+        use_global_batchnorm(D)
+    memory = torch.channels_last if speed.channels_last else torch.contiguous_format
+    G.to(device, memory_format=memory)
+    D.to(device, memory_format=memory)
+    G_train, D_train = G, D
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        G_train, D_train = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+    if run.compile:
+        G_train, D_train = torch.compile(G_train), torch.compile(D_train)
+    return G_train, D_train, G, D
+
+
 def train(run_name: str, params: Params, *, runs_dir: Path = RUNS_DIR,
           datasets_dir: Path = DATASETS_DIR, stop_after_epoch: int | None = None) -> Path:
     """Train one run from params.yaml; returns its folder. Resumes from checkpoint.pt if valid.
 
-    `stop_after_epoch` ends the process's work early (as a kill would), for tests of resuming.
+    Under torchrun every process trains its slice of each batch; only rank 0 writes.
+    `stop_after_epoch` ends the work early (as a kill would), for tests of resuming.
     """
+    run = params.run(run_name)
+    world, device = init_world(resolve_device(run.device))
+    try:
+        return _train(run_name, run, Path(runs_dir), Path(datasets_dir), device, world, stop_after_epoch)
+    finally:
+        close_world(world)
+
+
+def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, device: torch.device,
+           world: World, stop_after_epoch: int | None) -> Path:
     from dvclive import Live  # imported here: it is slow to import and only training needs it
 
-    run = params.run(run_name)
-    paths = RunPaths(Path(runs_dir) / run_name)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(run.device)
-
-    dataset = read_dataset(Path(datasets_dir) / run.dataset)
+    if device.type == "cuda" and run.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    paths = RunPaths(runs_dir / run_name)
+    dataset = read_dataset(datasets_dir / run.dataset)
     train_idx = dataset.indices("train")
     if run.max_images is not None:
         train_idx = train_idx[: run.max_images]
     if len(train_idx) < run.batch_size * run.d_steps:
         raise ValueError(f"params.yaml: runs.{run_name}.batch_size: {run.batch_size} x d_steps "
                          f"{run.d_steps} exceeds the {len(train_idx)} training images of {run.dataset}")
-    # The whole uint8 training split moves to the device once; batches are index gathers there.
+    if run.batch_size % world.size:
+        raise ValueError(f"params.yaml: runs.{run_name}.batch_size: {run.batch_size} is not divisible "
+                         f"by the {world.size} processes")
+    # The whole uint8 training split moves to the device once (CelebA 64x64: 2.5 GB); batches
+    # are index gathers there, converted to float on the device: no DataLoader, no per-batch copy.
     data = torch.from_numpy(dataset.images[train_idx]).to(device)
     n_images = len(data)
 
-    torch.manual_seed(run.seed)  # the initial weights
-    G, D = build_models(run.model, image_size=dataset.image_size, channels=dataset.channels,
-                        nz=run.nz, ngf=run.ngf, ndf=run.ndf)
-    G.to(device)
-    D.to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=run.lr, betas=(run.beta1, run.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=run.lr, betas=(run.beta1, run.beta2))
+    speed = Speed.resolve(run, device)
+    G_train, D_train, G, D = prepare_models(run, dataset.image_size, dataset.channels, device, speed, world)
+    step = GANStep(G_train, D_train, run, speed, device, world)
 
     key = resume_key(run, dataset.meta)
-    state = load_checkpoint(paths, key)
+    state = load_checkpoint(paths, key) if (paths.checkpoint.is_file()) else None
     if state is None:
-        start_fresh(paths)
+        if world.is_main:
+            paths.root.mkdir(parents=True, exist_ok=True)
+            start_fresh(paths)
         start_epoch = 0
     else:
         G.load_state_dict(state["generator"])
         D.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        step.opt_g.load_state_dict(state["opt_g"])
+        step.opt_d.load_state_dict(state["opt_d"])
         start_epoch = state["epoch"]
-        print(f"{run_name}: resuming after epoch {start_epoch} of {run.epochs}")
-    paths.samples.mkdir(exist_ok=True)
+        if world.is_main:
+            print(f"{run_name}: resuming after epoch {start_epoch} of {run.epochs}")
 
-    spec = {"model": run.model, "dataset": run.dataset, "image_size": dataset.image_size,
-            "channels": dataset.channels, "nz": run.nz, "ngf": run.ngf, "ndf": run.ndf}
-    write_json_atomic(paths.root / SPEC_FILE, spec)
+    live = None
+    if world.is_main:
+        paths.samples.mkdir(parents=True, exist_ok=True)
+        spec = {"model": run.model, "dataset": run.dataset, "image_size": dataset.image_size,
+                "channels": dataset.channels, "nz": run.nz, "ngf": run.ngf, "ndf": run.ndf}
+        write_json_atomic(paths.root / SPEC_FILE, spec)
+        if start_epoch:
+            trim_history(paths.live, start_epoch)
+        live = Live(dir=str(paths.live), resume=start_epoch > 0, save_dvc_exp=False, dvcyaml=False)
+        live.step = start_epoch  # one DVCLive step per epoch; the checkpoint, not DVCLive, says where we are
 
     fixed_noise = torch.randn(SAMPLE_GRID, run.nz, generator=torch.Generator().manual_seed(run.seed)).to(device)
     batches = n_images // (run.batch_size * run.d_steps)  # G updates per epoch; each uses k real batches
-    if start_epoch:
-        trim_history(paths.live, start_epoch)
-    live = Live(dir=str(paths.live), resume=start_epoch > 0, save_dvc_exp=False, dvcyaml=False)
-    live.step = start_epoch  # one DVCLive step per epoch; the checkpoint, not DVCLive, says where we are
+    local = step.local
     progress = tqdm(total=run.epochs * batches, initial=start_epoch * batches, desc=run_name,
-                    unit="step", dynamic_ncols=True)
+                    unit="step", dynamic_ncols=True, disable=not world.is_main)
     try:
         for epoch in range(start_epoch, run.epochs):
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -201,59 +311,46 @@ def train(run_name: str, params: Params, *, runs_dir: Path = RUNS_DIR,
             torch.manual_seed(epoch_seed(run.seed, epoch))  # noise and dropout (all devices)
             perm = torch.randperm(n_images, generator=torch.Generator().manual_seed(epoch_seed(run.seed, epoch)))
             perm = perm.to(device)
-            G.train()
-            D.train()
-            # Sums stay on the device: no host sync inside the epoch.
-            sums = torch.zeros(4, device=device)  # loss_d, loss_g, D(x), D(G(z))
+            G_train.train()
+            D_train.train()
+            sums = torch.zeros(4, device=device)  # stays on the device: no host sync inside the epoch
             for i in range(batches):
+                reals = []
                 for j in range(run.d_steps):
-                    start = (i * run.d_steps + j) * run.batch_size
-                    real = to_float(data[perm[start:start + run.batch_size]])
-                    z = torch.randn(run.batch_size, run.nz, device=device)
-                    fake = G(z).detach()
-                    real_logits, fake_logits = D(real), D(fake)
-                    loss_d = d_loss_fn(real_logits, fake_logits)
-                    opt_d.zero_grad(set_to_none=True)
-                    loss_d.backward()
-                    opt_d.step()
-                z = torch.randn(run.batch_size, run.nz, device=device)
-                loss_g = g_loss_fn(D(G(z)), run.loss)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                sums += torch.stack([loss_d.detach(), loss_g.detach(),
-                                     torch.sigmoid(real_logits.detach()).mean(),
-                                     torch.sigmoid(fake_logits.detach()).mean()])
+                    start = (i * run.d_steps + j) * run.batch_size + world.rank * local
+                    reals.append(to_float(data[perm[start:start + local]], speed.channels_last))
+                sums += step(reals)
                 progress.update()
 
-            means = (sums / batches).tolist()
+            means = (all_sum(sums, world) / (batches * world.size)).tolist()
             if not all(math.isfinite(v) for v in means):
                 raise TrainingDiverged(
                     f"{run_name}: loss became NaN/Inf in epoch {epoch + 1} (loss_d={means[0]}, loss_g={means[1]}); "
                     f"{paths.checkpoint} still holds epoch {epoch}. Lower runs.{run_name}.lr or change the seed.")
-            metrics = dict(zip(("loss_d", "loss_g", "d_real", "d_fake"), means))
-            seconds = time.perf_counter() - started
-            for name, value in metrics.items():
-                live.log_metric(name, value)
-            live.log_metric("images_per_s", n_images / seconds)
-            progress.set_postfix(epoch=epoch + 1, loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}")
-
             done = epoch + 1
-            if done % run.sample_every == 0 or done == run.epochs:
-                G.eval()
-                with torch.no_grad():
-                    save_grid(G(fixed_noise).float().cpu(), paths.samples / f"epoch_{done:04d}.png")
-            save_atomic({"key": key, "epoch": done, "generator": G.state_dict(),
-                         "discriminator": D.state_dict(), "opt_g": opt_g.state_dict(),
-                         "opt_d": opt_d.state_dict()}, paths.checkpoint)
-            live.next_step()
+            if world.is_main:
+                seconds = time.perf_counter() - started
+                for name, value in zip(("loss_d", "loss_g", "d_real", "d_fake"), means):
+                    live.log_metric(name, value)
+                live.log_metric("images_per_s", n_images / seconds)
+                progress.set_postfix(epoch=done, loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}")
+                if done % run.sample_every == 0 or done == run.epochs:
+                    G.eval()
+                    with torch.no_grad():
+                        save_grid(G(fixed_noise).float().cpu(), paths.samples / f"epoch_{done:04d}.png")
+                save_atomic({"key": key, "epoch": done, "generator": G.state_dict(),
+                             "discriminator": D.state_dict(), "opt_g": step.opt_g.state_dict(),
+                             "opt_d": step.opt_d.state_dict()}, paths.checkpoint)
+                live.next_step()
     finally:
         progress.close()
-        live.end()
+        if live is not None:
+            live.end()
 
-    # Final exports: state dicts loadable with weights_only=True, and the last grid.
-    save_atomic(G.state_dict(), paths.root / "generator.pt")
-    save_atomic(D.state_dict(), paths.root / "discriminator.pt")
-    shutil.copyfile(paths.samples / f"epoch_{run.epochs:04d}.png", paths.samples / ".final.tmp.png")
-    os.replace(paths.samples / ".final.tmp.png", paths.samples / "final.png")
+    if world.is_main:
+        # Final exports: state dicts loadable with weights_only=True, and the last grid.
+        save_atomic(G.state_dict(), paths.root / "generator.pt")
+        save_atomic(D.state_dict(), paths.root / "discriminator.pt")
+        shutil.copyfile(paths.samples / f"epoch_{run.epochs:04d}.png", paths.samples / ".final.tmp.png")
+        os.replace(paths.samples / ".final.tmp.png", paths.samples / "final.png")
     return paths.root

@@ -107,3 +107,16 @@ def test_minimax_and_k_discriminator_steps(tmp_path, mnist_small):
 def test_batch_larger_than_the_data_is_a_params_error(tmp_path, mnist_small):
     with pytest.raises(ValueError, match=r"runs.tiny.batch_size: 512 x d_steps 1 exceeds the 256"):
         run_tiny(tmp_path, mnist_small, params=make_params(batch_size=512))
+
+
+def test_bf16_autocast_follows_fp32(tmp_path, mnist_small):
+    """Mixed precision must not change what is learned: the same short run in fp32 and in
+    bf16 autocast (CPU here; bench/gpu_check.sh repeats it on CUDA) ends at similar losses."""
+    finals = {}
+    for precision in ("fp32", "bf16"):
+        run_dir = run_tiny(tmp_path, mnist_small, name=precision, params=make_params(precision=precision, epochs=3))
+        finals[precision] = json.loads((run_dir / "dvclive" / "metrics.json").read_text())
+    for key in ("loss_d", "loss_g", "d_real", "d_fake"):
+        assert math.isfinite(finals["bf16"][key])
+        assert abs(finals["bf16"][key] - finals["fp32"][key]) < 0.05 * max(1.0, abs(finals["fp32"][key])), key
+    assert finals["bf16"] != finals["fp32"]  # autocast really ran in bf16
