@@ -224,6 +224,13 @@ class RunParams(Strict):
     sample_every: PositiveInt = 10  # epochs between fixed-noise sample grids
     # Images per epoch cap (smoke profile); null = the whole train split.
     max_images: PositiveInt | None = None
+    # Speed. "auto" picks per device: bf16 autocast, channels_last and fused Adam on CUDA;
+    # plain fp32 elsewhere (on CPU none of them helps, see bench/train_speed.py).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool | Literal["auto"] = "auto"
+    fused_adam: bool | Literal["auto"] = "auto"
+    tf32: bool = True  # TensorFloat-32 convolutions and matmuls on Ampere+ GPUs
+    compile: bool = False  # torch.compile G and D (minutes of warm-up; pays off on long GPU runs)
 
     @field_validator("device")
     @classmethod
