@@ -18,7 +18,8 @@ ROBOTSTXT_OBEY = True
 DOWNLOAD_DELAY_JITTER = 0  # the delay is a floor: no random shortening below it
 AUTOTHROTTLE_MAX_DELAY = 60.0
 COOKIES_ENABLED = False
-TELNETCONSOLE_ENABLED = False
+TELNETCONSOLE_ENABLED = False  # no listening ports in a pipeline stage
+REMOTE_CONTROL_ENABLED = False
 DOWNLOAD_TIMEOUT = 60
 
 # Retries: 429 and 5xx, with Retry-After honoured and exponential backoff otherwise.

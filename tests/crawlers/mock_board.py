@@ -106,7 +106,12 @@ class MockBoard:
             def log_message(self, *args):  # keep pytest output quiet
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # The default listen backlog of 5 drops SYNs when the crawler opens its eight
+            # connections at once; the kernel's 1 s / 3 s SYN retries then look like a slow crawl.
+            request_queue_size = 128
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}"

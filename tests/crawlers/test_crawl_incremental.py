@@ -41,7 +41,12 @@ def test_kill_9_mid_crawl_then_resume_loses_nothing_and_duplicates_nothing(tmp_p
         process = subprocess.Popen(crawl_command(tmp_path, board, out_dir), cwd=REPO,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        while board.images_served < 12 and process.poll() is None and time.monotonic() < deadline:
+        listed = out_dir / "manifest.jsonl"
+
+        def mid_crawl() -> bool:  # a dozen images out and at least one post recorded
+            return board.images_served >= 12 and listed.exists() and listed.stat().st_size > 0
+
+        while not mid_crawl() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         process.send_signal(signal.SIGKILL)
         process.wait()

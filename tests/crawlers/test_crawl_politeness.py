@@ -1,0 +1,30 @@
+"""Politeness defaults, and the delay really spacing requests to one host."""
+
+from __future__ import annotations
+
+from crawl_helpers import run_crawl
+from crawlers.settings import build_settings
+from mock_board import MockBoard, make_post
+from pipeline.config import AnimeCrawlParams
+
+
+def test_defaults_allow_one_request_per_second_per_host(tmp_path):
+    settings = build_settings(AnimeCrawlParams(), tmp_path)
+    assert settings.getbool("ROBOTSTXT_OBEY")
+    assert settings.getfloat("DOWNLOAD_DELAY") == 1.0
+    assert settings.getfloat("DOWNLOAD_DELAY_JITTER") == 0  # never shortened below the delay
+    assert settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN") == 1
+    assert settings.getbool("AUTOTHROTTLE_ENABLED")  # only ever slows down from the delay
+    assert {429, 500, 503} <= {int(code) for code in settings.getlist("RETRY_HTTP_CODES")}
+    assert settings["USER_AGENT"].startswith("dcgan-pipeline/")
+    assert not settings.getbool("TELNETCONSOLE_ENABLED") and not settings.getbool("REMOTE_CONTROL_ENABLED")
+
+
+def test_download_delay_spaces_every_request_to_the_host(tmp_path, out_dir):
+    with MockBoard("moebooru", [make_post(i, rating="safe") for i in range(1, 5)]) as board:
+        result, summary = run_crawl(tmp_path, board, out_dir, download_delay=0.25)
+        assert result.returncode == 0, result.stderr[-3000:]
+        times = sorted(e["time"] for e in board.requests() if e["kind"] != "robots")
+    assert summary["new"] == 4 and len(times) == 7  # 3 pages (the last two empty) + 4 images
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.2, gaps
