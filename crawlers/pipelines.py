@@ -43,6 +43,18 @@ def remove_temp_files(images_dir: Path) -> int:
     return count
 
 
+class _HideRejections(logging.Filter):
+    """MediaPipeline logs every failed download as an ERROR with a traceback. A Rejected post
+    (corrupt, wrong md5, filtered) is an expected outcome, counted in the summary and logged
+    once as a dropped item (INFO), so its tracebacks are dropped; real errors still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], Rejected))
+
+
+_MEDIA_LOGGERS = ("scrapy.pipelines.media", "scrapy.pipelines.files")
+
+
 class AtomicFSFilesStore(FSFilesStore):
     """FSFilesStore writes the final name directly, so a kill leaves a half file under a whole
     file's name. This one writes a temporary file in the same folder, fsyncs it and renames
@@ -72,6 +84,13 @@ class BoardFilesPipeline(FilesPipeline):
     def open_spider(self, spider=None) -> None:
         super().open_spider()
         self.params = self.crawler.spider.params
+        self._log_filter = _HideRejections()
+        for name in _MEDIA_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
+
+    def close_spider(self, spider=None) -> None:
+        for name in _MEDIA_LOGGERS:
+            logging.getLogger(name).removeFilter(self._log_filter)
 
     def get_media_requests(self, item, info) -> list[Request]:
         # DOWNLOAD_MAXSIZE per request: the API pages keep the global limit, images get ours.

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 # Fixed layout (DESIGN.md). Relative to the repository root, where DVC runs every stage.
 PARAMS_FILE = Path("params.yaml")
@@ -136,12 +136,14 @@ class AnimeCrawlParams(Strict):
             raise ValueError("must identify the project (boards block anonymous crawlers)")
         return value
 
-    @model_validator(mode="after")
-    def _page_size(self) -> "AnimeCrawlParams":
-        limit = self.PAGE_SIZE_MAX[self.site]
-        if self.page_size is not None and self.page_size > limit:
-            raise ValueError(f"page_size {self.page_size} is above the {self.site} API's limit of {limit}")
-        return self
+    @field_validator("page_size")
+    @classmethod
+    def _page_size(cls, value: int | None, info) -> int | None:
+        site = info.data.get("site")
+        limit = cls.PAGE_SIZE_MAX.get(site)
+        if value is not None and limit is not None and value > limit:
+            raise ValueError(f"must be at most {limit}, the {site} API's limit")
+        return value
 
     @property
     def effective_page_size(self) -> int:

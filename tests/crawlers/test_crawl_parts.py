@@ -71,7 +71,7 @@ def test_manifest_trims_a_line_cut_by_a_kill(tmp_path):
 
 def test_crawl_params_are_checked():
     assert AnimeCrawlParams(site="danbooru").effective_page_size == 200
-    with pytest.raises(ValueError, match="limit of 100"):
+    with pytest.raises(ValueError, match="at most 100"):
         AnimeCrawlParams(site="moebooru", page_size=101)
     with pytest.raises(ValueError, match="unknown rating"):
         AnimeCrawlParams(ratings=["s"])
