@@ -59,7 +59,7 @@ def test_dvc_repro_builds_the_raw_set_and_a_forced_rerun_adds_only_new_posts(tmp
 
         board.add([make_post(i) for i in range(13, 17)])
         before = len(board.log)
-        run([*dvc, "repro", "--force", "--single-item", "crawl_anime"], repo)
+        run([*dvc, "repro", "-f", "crawl_anime"], repo)  # the documented refresh command
         fetched = sorted(e["post_id"] for e in board.log[before:] if e["kind"] == "image")
     assert fetched == [13, 14, 15, 16]
     assert sorted(e["post_id"] for e in check_manifest_integrity(out)) == list(range(1, 17))
