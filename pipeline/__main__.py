@@ -1,6 +1,9 @@
 """CLI: one subcommand per stage. Each parses, validates params, and calls one function.
 
     python -m pipeline ingest-mnist
+    python -m pipeline ingest-celeba
+    python -m pipeline crop-faces
+    python -m pipeline faces-eval ../shared/data/anime-dev --detector all
     python -m pipeline train gan-mnist
     python -m pipeline smoke
 """
@@ -23,6 +26,14 @@ def cmd_ingest_mnist(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def cmd_ingest_celeba(args: argparse.Namespace) -> None:
+    from pipeline.ingest.celeba import ingest_celeba
+
+    params = load_params(args.params)
+    out = ingest_celeba(params.celeba, DATASETS_DIR / "celeba")
+    print(f"wrote {out}")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from pipeline.train import train
 
@@ -30,6 +41,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     params.run(args.run)  # an unknown run name fails here, before any work
     out = train(args.run, params)
     print(f"wrote {out}")
+
+
+def cmd_crop_faces(args: argparse.Namespace) -> None:
+    from pipeline.faces import crop
+
+    crop.main(args)
+
+
+def cmd_faces_eval(args: argparse.Namespace) -> None:
+    from pipeline.faces import evaluate
+
+    evaluate.main(args)
 
 
 def cmd_smoke(args: argparse.Namespace) -> None:
@@ -45,13 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("ingest-mnist", help="MNIST IDX files -> data/datasets/mnist").set_defaults(func=cmd_ingest_mnist)
+    sub.add_parser("ingest-celeba", help="CelebA (download, torchvision or Kaggle layout) -> data/datasets/celeba"
+                   ).set_defaults(func=cmd_ingest_celeba)
 
     p = sub.add_parser("train", help="train one run of params.yaml's `runs` -> runs/<run>/")
     p.add_argument("run")
     p.set_defaults(func=cmd_train)
 
+    from pipeline.faces import crop, evaluate as faces_evaluate  # light imports: argparse wiring only
+
+    p = sub.add_parser("crop-faces", help="crawled illustrations -> data/datasets/anime (face crops)")
+    crop.add_arguments(p)
+    p.set_defaults(func=cmd_crop_faces)
+
+    p = sub.add_parser("faces-eval", help="a detector's recall, extra detections and speed on a folder with faces.json")
+    faces_evaluate.add_arguments(p)
+    p.set_defaults(func=cmd_faces_eval)
+
     p = sub.add_parser("smoke", help="real `dvc repro` of a small profile in a temporary copy of the repo")
-    p.add_argument("--workdir", type=Path, default=None, help="where to make the copy (default: a new temp dir)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="folder for the copy (<workdir>/repo) and its fixtures (default: a new temp dir)")
     p.set_defaults(func=cmd_smoke)
     return parser
 

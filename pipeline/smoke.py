@@ -1,26 +1,34 @@
-"""`make smoke`: the real `dvc repro` of the small profile in a temporary copy of the repo.
+"""`make smoke`: the real `dvc repro` of the whole DAG, offline, in a temporary copy of the repo.
 
 The copy gets `params.smoke.yaml` as its params.yaml, its own git and DVC history, and the
-project's virtualenv on PATH, so what runs is exactly what `dvc repro` runs for a user,
-only on less data. The copy is kept so `dvc exp show` can be run there afterwards.
+project's virtualenv on PATH, so what runs is exactly what `dvc repro` runs for a user, on
+less data: MNIST from ../shared, a small generated CelebA, and an anime crawl of a local mock
+image board (tests/crawlers/mock_board.py) that serves the real illustrations of
+../shared/data/anime-dev. The copy is kept so `dvc exp show` can be run there afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_PARAMS = REPO / "params.smoke.yaml"
+ANIME_DEV = REPO.parent / "shared" / "data" / "anime-dev"
 # Keys whose values are paths that may be relative to the repository root.
 PATH_KEYS = (("mnist", "source"), ("celeba", "source"), ("anime", "faces", "cascade_path"),
              ("evaluate", "inception_weights"))
+HAIR_TAGS = ("blonde_hair", "brown_hair", "pink_hair", "black_hair")
+CELEBA_FIXTURE_IMAGES = 600
 
 
 def project_files(repo: Path = REPO) -> list[str]:
@@ -30,16 +38,46 @@ def project_files(repo: Path = REPO) -> list[str]:
     return [name for name in out.decode().split("\0") if name and (repo / name).is_file()]
 
 
+def _get(params: dict, key: tuple[str, ...]):
+    node = params
+    for part in key:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _set(params: dict, key: tuple[str, ...], value) -> None:
+    node = params
+    for part in key[:-1]:
+        node = node.setdefault(part, {})
+    node[key[-1]] = value
+
+
 def resolve_paths(params: dict, base: Path) -> dict:
     """Make relative source paths absolute (the copy lives elsewhere); 'download' stays."""
     for key in PATH_KEYS:
-        node = params
-        for part in key[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        value = node.get(key[-1]) if isinstance(node, dict) else None
-        if isinstance(value, str) and value != "download" and not Path(value).is_absolute():
-            node[key[-1]] = str((base / value).resolve())
+        value = _get(params, key)
+        if isinstance(value, str) and value not in ("download", "smoke-fixture") and not Path(value).is_absolute():
+            _set(params, key, str((base / value).resolve()))
     return params
+
+
+def anime_posts():
+    """The 12 real anime-dev illustrations and their mirror images, as mock-board posts."""
+    from PIL import Image, ImageOps
+
+    from tests.crawlers.mock_board import MockPost
+
+    tiles = sorted(ANIME_DEV.glob("tile*.jpg"))
+    if not tiles:
+        raise FileNotFoundError(f"{ANIME_DEV}: no tile*.jpg; the smoke profile serves them on its mock board")
+    posts = []
+    for i, tile in enumerate(tiles):
+        mirrored = io.BytesIO()
+        ImageOps.mirror(Image.open(tile).convert("RGB")).save(mirrored, format="JPEG", quality=92)
+        for j, data in enumerate((tile.read_bytes(), mirrored.getvalue())):
+            posts.append(MockPost(2 * i + j + 1, data, 512, 512, ext="jpg",
+                                  tags=["1girl", "solo", HAIR_TAGS[i % len(HAIR_TAGS)]]))
+    return posts
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> None:
@@ -47,33 +85,45 @@ def run(cmd: list[str], cwd: Path, env: dict) -> None:
     subprocess.run(cmd, cwd=cwd, env=env, check=True)
 
 
-def make_copy(workdir: Path | None = None, params_file: Path = SMOKE_PARAMS) -> tuple[Path, dict]:
-    """Copy the project into a fresh git+DVC repo whose params.yaml is `params_file`."""
-    dest = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="dcgan-smoke-"))
+@contextlib.contextmanager
+def smoke_repo(workdir: Path | None = None, params_file: Path = SMOKE_PARAMS) -> Iterator[tuple[Path, dict]]:
+    """A fresh git+DVC copy of the project (at <workdir>/repo) whose params.yaml is
+    `params_file`, with its fixtures made and its mock board serving while inside the block."""
+    from tests.crawlers.mock_board import MockBoard
+    from tests.ingest.celeba_fixture import make_celeba
+
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="dcgan-smoke-"))
+    dest = workdir / "repo"
     dest.mkdir(parents=True, exist_ok=True)
     for name in project_files():
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target)
     params = resolve_paths(yaml.safe_load(params_file.read_text()), REPO)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if _get(params, ("celeba", "source")) == "smoke-fixture":
+        source = make_celeba(workdir / "celeba", "kaggle-zip", count=CELEBA_FIXTURE_IMAGES)
+        _set(params, ("celeba", "source"), str(source))
 
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("GIT_AUTHOR_NAME", "smoke")
-    env.setdefault("GIT_AUTHOR_EMAIL", "smoke@localhost")
-    env.setdefault("GIT_COMMITTER_NAME", "smoke")
-    env.setdefault("GIT_COMMITTER_EMAIL", "smoke@localhost")
+    for var, value in (("GIT_AUTHOR_NAME", "smoke"), ("GIT_AUTHOR_EMAIL", "smoke@localhost"),
+                       ("GIT_COMMITTER_NAME", "smoke"), ("GIT_COMMITTER_EMAIL", "smoke@localhost")):
+        env.setdefault(var, value)
     env["DVC_NO_ANALYTICS"] = "1"
-    run(["git", "init", "-q"], dest, env)
-    run(["git", "add", "-A"], dest, env)
-    run(["git", "commit", "-q", "-m", "smoke profile"], dest, env)
-    return dest, env
+    with MockBoard("gelbooru", anime_posts()) as board:
+        if _get(params, ("anime", "crawl", "base_url")) == "mock-board":
+            _set(params, ("anime", "crawl", "base_url"), board.base_url)
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        if not (dest / ".git").exists():
+            run(["git", "init", "-q"], dest, env)
+        run(["git", "add", "-A"], dest, env)
+        run(["git", "commit", "-q", "-m", "smoke profile"], dest, env)
+        yield dest, env
 
 
 def smoke(workdir: Path | None = None) -> Path:
-    dest, env = make_copy(workdir)
-    run(["dvc", "repro"], dest, env)
+    with smoke_repo(workdir) as (dest, env):
+        run(["dvc", "repro"], dest, env)
     env.setdefault("COLUMNS", "250")  # rich renders the table to the terminal width
     run(["dvc", "exp", "show", "--no-pager"], dest, env)
     run(["dvc", "metrics", "show"], dest, env)

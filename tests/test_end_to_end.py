@@ -7,17 +7,16 @@ import subprocess
 import pytest
 from PIL import Image
 
-from pipeline.smoke import make_copy
+from pipeline.smoke import smoke_repo
 
 
 @pytest.mark.slow
 def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
-    repo, env = make_copy(tmp_path / "repo")
-
     def dvc(*args):
         return subprocess.run(["dvc", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
 
-    dvc("repro")
+    with smoke_repo(tmp_path) as (repo, env):
+        dvc("repro")
     for run in ("gan-mnist", "dcgan-mnist"):
         run_dir = repo / "runs" / run
         for name in ("generator.pt", "discriminator.pt", "checkpoint.pt", "model.json", "samples/final.png"):

@@ -388,7 +388,6 @@ def _crop_page(page: Page, found: list[Detection], params: AnimeFacesParams, ded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default="params.yaml", help="params file (anime.faces)")
     parser.add_argument("--raw", default=str(RAW_ANIME_DIR), help="crawl folder with manifest.jsonl")
     parser.add_argument("--out", default=str(DATASETS_DIR / "anime"), help="dataset folder to write")
 
@@ -401,9 +400,3 @@ def main(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2))
     return 0
 
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    _parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(_parser)
-    raise SystemExit(main(_parser.parse_args()))

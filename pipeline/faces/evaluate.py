@@ -92,11 +92,11 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `python -m pipeline faces-eval`; `--params` is the CLI's global option (the
+    anime.faces params to start from; defaults when the file is absent)."""
     parser.add_argument("folder", help="images plus faces.json with the face count of each")
     parser.add_argument("--detector", action="append", choices=[*DETECTOR_NAMES, "all"],
                         help="repeat for several; 'all' for every one (default: anime.faces.detector)")
-    parser.add_argument("--params", default="params.yaml",
-                        help="anime.faces params to start from (defaults if the file is absent)")
     parser.add_argument("--cascade-path", help="overrides anime.faces.cascade_path")
     parser.add_argument("--device", help="overrides anime.faces.device")
     parser.add_argument("--min-face-size", type=int, help="overrides anime.faces.min_face_size")
@@ -130,8 +130,3 @@ def main(args: argparse.Namespace) -> int:
         write_json_atomic(Path(args.json_out), results)
     return 0
 
-
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(description="Detector recall, extra detections and speed on a labelled folder")
-    add_arguments(_parser)
-    raise SystemExit(main(_parser.parse_args()))

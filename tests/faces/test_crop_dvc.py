@@ -18,7 +18,6 @@ from .conftest import ANIME_DEV, CASCADE, ROOT
 sys.path.insert(0, str(ROOT / "tests" / "crawlers"))  # the crawler tests' mock board
 from mock_board import MockBoard, MockPost  # noqa: E402
 
-# Until `python -m pipeline crop-faces` is wired in, the stage runs the module directly.
 DVC_YAML = """\
 stages:
   crawl_anime:
@@ -28,7 +27,7 @@ stages:
       - data/raw/anime:
           persist: true
   crop_anime_faces:
-    cmd: python -m pipeline.faces.crop
+    cmd: python -m pipeline crop-faces
     deps: [data/raw/anime]
     params: [anime.faces]
     outs: [data/datasets/anime]

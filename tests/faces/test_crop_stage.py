@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 
@@ -13,6 +12,7 @@ from PIL import Image
 from pipeline.config import AnimeFacesParams
 from pipeline.datasets import SPLITS, read_dataset
 from pipeline.faces import crop as crop_module
+from pipeline.__main__ import main as cli_main
 from pipeline.faces.crop import crop_anime_faces
 from pipeline.faces.hygiene import HAIR_COLOURS
 
@@ -191,10 +191,8 @@ def test_default_detector_via_cli(raw_folder, tmp_path, capsys):
         "runs: {}\nanime:\n  faces:\n"
         f"    cascade_path: {CASCADE}\n    device: cpu\n"
     )
-    parser = argparse.ArgumentParser()
-    crop_module.add_arguments(parser)
     out = tmp_path / "anime"
-    assert crop_module.main(parser.parse_args(["--params", str(params_file), "--raw", str(raw), "--out", str(out)])) == 0
+    assert cli_main(["--params", str(params_file), "crop-faces", "--raw", str(raw), "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["faces"]["kept"] == 2
     rows, _ = faces_by_source(out)
     assert sorted(row["detector"] for row in rows) == ["combined:anime_cascade", "combined:animeface"]
