@@ -127,14 +127,17 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y
     """(test accuracy, chosen C): standardise, fit an L2 logistic regression per C, keep the best on val."""
     scaler = StandardScaler().fit(train_x)
     train_x, val_x, test_x = (scaler.transform(a) for a in (train_x, val_x, test_x))
-    best: tuple[float, float, LogisticRegression] | None = None
+    # One model walked along the C path from the strongest regularisation, each fit starting from
+    # the last solution (warm_start): the same optima, about half the L-BFGS iterations.
+    model = LogisticRegression(max_iter=1000, random_state=seed, warm_start=True)
+    best: tuple[float, float, float] | None = None  # (val accuracy, C, test accuracy)
     for c in sorted(c_grid):  # ascending: on a tie the stronger regularisation wins
-        model = LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(train_x, train_y)
+        model.set_params(C=c).fit(train_x, train_y)
         score = model.score(val_x, val_y)
         if best is None or score > best[0]:
-            best = (score, c, model)
+            best = (score, c, model.score(test_x, test_y))  # test is read, never used to choose
     assert best is not None
-    return float(best[2].score(test_x, test_y)), best[1]
+    return float(best[2]), best[1]
 
 
 def run_probe(dataset: Dataset, params: Params, feature_fns: dict[str, FeatureFn], *,

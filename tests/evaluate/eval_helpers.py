@@ -15,8 +15,8 @@ TRAIN, TEST = 12_000, 2_000
 
 def make_params(**evaluate) -> Params:
     base = dict(device="cpu", classifier_epochs=1, classifier_batch_size=64, num_samples=500, num_real=TEST, kid_subset_size=200,
-                kid_subsets=10, probe_per_class=[10, "all"], probe_max_train=2000, probe_val_size=500,
-                probe_max_test=1000, probe_c_grid=[0.01, 0.1], inception=False, batch_size=250)
+                kid_subsets=10, probe_per_class=[10, "all"], probe_max_train=1000, probe_val_size=300,
+                probe_max_test=600, probe_c_grid=[0.01, 0.1], inception=False, batch_size=250)
     base.update(evaluate)
     return Params(runs={}, evaluate=EvaluateParams(**base))
 

@@ -89,15 +89,15 @@ def test_domain_fid_separates_real_digits_from_a_collapsed_generator(mnist_dir, 
 
 
 def test_evaluate_with_the_standard_inception_path(tmp_path, mnist_dir, classifier, inception_weights):
-    params = make_params(inception=True, inception_weights=str(inception_weights), num_real=12, num_samples=12,
-                         probe_per_class=[10], kid_subset_size=12)
+    params = make_params(inception=True, inception_weights=str(inception_weights), num_real=8, num_samples=8,
+                         probe_per_class=[10], kid_subset_size=8)
     ref_dir = tmp_path / "reference"
     info = compute_reference("mnist", mnist_dir, ref_dir, params, classifier_path=classifier[0])
-    assert info["inception"]["antialias"] is False and info["num_real"] == 12
+    assert info["inception"]["antialias"] is False and info["num_real"] == 8
     run = make_run(tmp_path / "gan-tiny", "gan")
     metrics = evaluate_run("gan-tiny", run, mnist_dir, ref_dir, params, classifier_path=classifier[0])
     assert np.isfinite(metrics["fid"]) and metrics["fid"] > 0
-    assert metrics["fid_antialias"] is False and metrics["fid_num_samples"] == 12
+    assert metrics["fid_antialias"] is False and metrics["fid_num_samples"] == 8
 
     # A reference computed with the other resize is refused, before any work is done.
     stale = make_params(inception=True, inception_weights=str(inception_weights), antialias=True)
