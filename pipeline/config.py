@@ -325,7 +325,7 @@ def _one_line(error: ValidationError, source: Path) -> str:
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown key"
-    elif "input" in first and not isinstance(first["input"], dict):
+    elif "input" in first and not isinstance(first["input"], dict) and f"(got {first['input']!r})" not in message:
         message = f"{message} (got {first['input']!r})"
     more = len(error.errors()) - 1
     suffix = f" (and {more} more problem{'s' * (more > 1)})" if more else ""

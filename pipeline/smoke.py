@@ -85,6 +85,16 @@ def run(cmd: list[str], cwd: Path, env: dict) -> None:
     subprocess.run(cmd, cwd=cwd, env=env, check=True)
 
 
+def smoke_params(params_file: Path, *, base_url: str, celeba_source: Path | str) -> dict:
+    """The profile's params with its paths resolved and its placeholders filled in."""
+    params = resolve_paths(yaml.safe_load(params_file.read_text()), REPO)
+    if _get(params, ("celeba", "source")) == "smoke-fixture":
+        _set(params, ("celeba", "source"), str(celeba_source))
+    if _get(params, ("anime", "crawl", "base_url")) == "mock-board":
+        _set(params, ("anime", "crawl", "base_url"), base_url)
+    return params
+
+
 @contextlib.contextmanager
 def smoke_repo(workdir: Path | None = None, params_file: Path = SMOKE_PARAMS) -> Iterator[tuple[Path, dict]]:
     """A fresh git+DVC copy of the project (at <workdir>/repo) whose params.yaml is
@@ -99,10 +109,7 @@ def smoke_repo(workdir: Path | None = None, params_file: Path = SMOKE_PARAMS) ->
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target)
-    params = resolve_paths(yaml.safe_load(params_file.read_text()), REPO)
-    if _get(params, ("celeba", "source")) == "smoke-fixture":
-        source = make_celeba(workdir / "celeba", "kaggle-zip", count=CELEBA_FIXTURE_IMAGES)
-        _set(params, ("celeba", "source"), str(source))
+    celeba = make_celeba(workdir / "celeba", "kaggle-zip", count=CELEBA_FIXTURE_IMAGES)
 
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -111,8 +118,7 @@ def smoke_repo(workdir: Path | None = None, params_file: Path = SMOKE_PARAMS) ->
         env.setdefault(var, value)
     env["DVC_NO_ANALYTICS"] = "1"
     with MockBoard("gelbooru", anime_posts()) as board:
-        if _get(params, ("anime", "crawl", "base_url")) == "mock-board":
-            _set(params, ("anime", "crawl", "base_url"), board.base_url)
+        params = smoke_params(params_file, base_url=board.base_url, celeba_source=celeba)
         (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         if not (dest / ".git").exists():
             run(["git", "init", "-q"], dest, env)

@@ -32,3 +32,15 @@ def mnist_small(tmp_path_factory, mnist_source) -> Path:
     out = tmp_path_factory.mktemp("datasets") / "mnist"
     ingest_mnist(MnistParams(source=str(mnist_source), limit_train=2048, limit_test=512), out)
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu`-marked tests need CUDA; elsewhere they are skipped (bench/gpu_check.sh runs them)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (run bench/gpu_check.sh on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -29,7 +29,13 @@ def test_repository_params_load_with_the_seed_runs():
 
 
 def test_smoke_params_load():
-    params = load_params(REPO / "params.smoke.yaml")
+    from pipeline.smoke import smoke_params
+
+    data = smoke_params(REPO / "params.smoke.yaml", base_url="http://127.0.0.1:8000", celeba_source="/data/celeba")
+    params = Params.model_validate(data)
+    assert params.anime.crawl.base_url == "http://127.0.0.1:8000"
+    assert params.celeba.source == "/data/celeba"
+    assert Path(params.mnist.source).is_absolute()
     assert set(params.runs) >= {"gan-mnist", "dcgan-mnist"}
     assert all(run.epochs <= 2 for run in params.runs.values())
 
@@ -42,7 +48,7 @@ def test_smoke_params_load():
         (("lr",), 0, "runs.gan-mnist.lr: input should be greater than 0"),
         (("model",), "vae", "runs.gan-mnist.model: input should be 'gan' or 'dcgan'"),
         (("loss",), "hinge", "runs.gan-mnist.loss:"),
-        (("device",), "tpu", "runs.gan-mnist.device: value error, must be auto, cpu"),
+        (("device",), "tpu", "runs.gan-mnist.device: value error, must be auto, cpu, mps, cuda or cuda:N (got 'tpu')"),
         (("batchsize",), 64, "runs.gan-mnist.batchsize: unknown key"),
     ],
 )

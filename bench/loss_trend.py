@@ -1,0 +1,51 @@
+"""The same short dcgan-mnist run on the GPU (auto speed settings) and on the CPU (fp32):
+per-epoch losses side by side, and the wall time of each. Not a test; bench/gpu_check.sh runs it.
+
+    .venv/bin/python bench/loss_trend.py [--mnist ../shared/data/mnist] [--epochs 3] [--images 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from pipeline.config import MnistParams, Params
+from pipeline.ingest.mnist import ingest_mnist
+from pipeline.train import train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def losses(run_dir: Path, name: str) -> list[float]:
+    rows = (run_dir / "dvclive" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()[1:]
+    return [float(row.split("\t")[1]) for row in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mnist", default=str(REPO.parent / "shared" / "data" / "mnist"))
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--images", type=int, default=10000)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/loss_trend"))
+    args = parser.parse_args()
+    datasets = args.out / "datasets"
+    ingest_mnist(MnistParams(source=args.mnist, limit_train=args.images, limit_test=1000), datasets / "mnist")
+    devices = ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
+    results = {}
+    for device in devices:
+        run = {"model": "dcgan", "dataset": "mnist", "epochs": args.epochs, "batch_size": 128,
+               "device": device, "sample_every": args.epochs}
+        start = time.perf_counter()
+        run_dir = train("trend", Params.model_validate({"runs": {"trend": run}}),
+                        runs_dir=args.out / device, datasets_dir=datasets)
+        results[device] = (time.perf_counter() - start, losses(run_dir, "loss_d"), losses(run_dir, "loss_g"))
+    for device, (seconds, loss_d, loss_g) in results.items():
+        print(f"{device:>5}: {seconds:7.1f} s  loss_d {' '.join(f'{v:.3f}' for v in loss_d)}"
+              f"  loss_g {' '.join(f'{v:.3f}' for v in loss_g)}")
+
+
+if __name__ == "__main__":
+    main()
