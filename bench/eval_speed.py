@@ -29,10 +29,11 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.config import EvaluateParams, MnistParams, Params  # noqa: E402
 from pipeline.datasets import read_dataset  # noqa: E402
+from pipeline.device import resolve_device  # noqa: E402
 from pipeline.evaluate.classifier import NUM_CLASSES, classify, load_classifier, train_mnist_classifier  # noqa: E402
 from pipeline.evaluate.coverage import mode_coverage  # noqa: E402
 from pipeline.evaluate.fid import feature_statistics, frechet_distance, kid, precision_recall  # noqa: E402
-from pipeline.evaluate.images import dataset_images, generate_uint8, resolve_device  # noqa: E402
+from pipeline.evaluate.images import dataset_images, generate_uint8  # noqa: E402
 from pipeline.evaluate.inception import inception_features, load_inception  # noqa: E402
 from pipeline.evaluate.probe import discriminator_features, pixel_features, run_probe  # noqa: E402
 from pipeline.evaluate.reference import compute_reference, load_reference  # noqa: E402

@@ -76,7 +76,8 @@ def _curve_figure(runs: dict[str, dict], metric: str, title: str):
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for name, run in runs.items():
         steps, values = run["curves"][metric]
-        ax.plot([s + 1 for s in steps], values, label=name, linewidth=1.2)  # step 0 = after epoch 1
+        ax.plot([s + 1 for s in steps], values, label=name, linewidth=1.2,  # step 0 = after epoch 1
+                marker="o" if len(steps) <= 50 else None, markersize=3)
     ax.set_xlabel("epoch")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -131,12 +132,14 @@ def _write(params: Params, runs_dir: Path, out: Path) -> None:
             cells = [_cell(run["metrics"].get(key), fmt) for key, _, fmt in COLUMNS]
         losses = [_cell(run["live"].get(key), ".3f") for key in ("loss_g", "loss_d")]
         lines.append("| " + " | ".join([name, p.model, p.dataset, str(p.epochs), *cells, *losses]) + " |")
-    samples = next((r["metrics"] for r in runs.values() if r["metrics"]), None)
-    if samples:
-        lines += ["", f"FID on {samples.get('fid_num_samples')} generated vs {samples.get('fid_num_real')} real "
-                  f"test images (antialias={samples.get('fid_antialias')}); FID (domain), KID and precision/recall "
-                  "on the MNIST classifier's features where the dataset has one; probe: linear classifier on "
-                  "frozen features, test accuracy (params evaluate.probe_*)."]
+    evaluated = next((r["metrics"] for r in runs.values() if r["metrics"]), None)
+    if evaluated:
+        antialias = evaluated.get("fid_antialias")
+        resize = "standard FID off (evaluate.inception: false)" if antialias is None else f"antialias={antialias}"
+        lines += ["", f"{evaluated.get('fid_num_samples')} generated vs {evaluated.get('fid_num_real')} real test "
+                  f"images ({resize}); FID (domain), KID and precision/recall on the MNIST classifier's features "
+                  "where the dataset has one, else on Inception's; probe: test accuracy of a linear classifier on "
+                  "frozen features (params evaluate.probe_*)."]
 
     lines += ["", "## Samples (last fixed-noise grid)", ""]
     with_grid = [name for name, run in runs.items() if run["grid"].is_file()]

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from pipeline.config import Params
 from pipeline.datasets import Dataset, read_dataset, replace_dir, sha256_file, write_json_atomic
-from pipeline.evaluate.images import dataset_images, resize_square, resolve_device, to_unit
+from pipeline.device import resolve_device
+from pipeline.evaluate.images import dataset_images, resize_square, to_unit
 
 NUM_CLASSES = 10
 IMAGE_SIZE = 28

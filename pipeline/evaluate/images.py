@@ -7,25 +7,12 @@ a difference that is only a preprocessing difference.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipeline.datasets import Dataset
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` means CUDA, then MPS, then CPU (DESIGN.md)."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -67,10 +54,6 @@ def generate_uint8(generator: nn.Module, n: int, nz: int, seed: int, batch_size:
     for z in noise.split(batch_size):
         out.append(to_uint8(generator(z.to(device))).cpu())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.uint8)
-
-
-def batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    yield from images.split(batch_size)
 
 
 def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -23,9 +23,10 @@ import numpy as np
 
 from pipeline.config import Params
 from pipeline.datasets import read_dataset, replace_dir, sha256_file, write_json_atomic
+from pipeline.device import resolve_device
 from pipeline.evaluate.classifier import classify, load_classifier
 from pipeline.evaluate.fid import feature_statistics
-from pipeline.evaluate.images import dataset_images, resolve_device, sorted_subset
+from pipeline.evaluate.images import dataset_images, sorted_subset
 from pipeline.evaluate.inception import inception_features, load_inception
 
 INFO_FILE = "reference.json"

@@ -23,10 +23,11 @@ from torch import nn
 
 from pipeline.config import Params
 from pipeline.datasets import read_dataset, sha256_file, write_json_atomic
+from pipeline.device import resolve_device
 from pipeline.evaluate.classifier import NUM_CLASSES, classify, load_classifier
 from pipeline.evaluate.coverage import mode_coverage
 from pipeline.evaluate.fid import feature_statistics, frechet_distance, kid, precision_recall
-from pipeline.evaluate.images import generate_uint8, resolve_device
+from pipeline.evaluate.images import generate_uint8
 from pipeline.evaluate.inception import inception_features, load_inception
 from pipeline.evaluate.plots import class_histogram_figure, save_figure
 from pipeline.evaluate.probe import discriminator_features, pixel_features, run_probe

@@ -24,10 +24,16 @@ def digits(mnist_dir) -> torch.Tensor:
     return dataset_images(dataset, dataset.indices("test")[:4])
 
 
-def test_features_equal_torchmetrics_fid_extractor_on_tiled_grayscale(inception_weights, digits):
+@pytest.fixture(scope="module")
+def plain(inception_weights, digits) -> tuple[torch.nn.Module, str, np.ndarray]:
+    """(model, weights sha256, features of `digits`) with the TF1-compatible resize."""
     model, sha = load_inception(str(inception_weights), antialias=False)
+    return model, sha, inception_features(model, digits, batch_size=3)
+
+
+def test_features_equal_torchmetrics_fid_extractor_on_tiled_grayscale(inception_weights, digits, plain):
+    _, sha, ours = plain
     assert sha == sha256_file(inception_weights)
-    ours = inception_features(model, digits, batch_size=3)
     assert ours.shape == (4, FEATURE_DIM) and np.isfinite(ours).all()
     assert ours.std(axis=0).max() > 0  # different digits, different features
 
@@ -38,12 +44,10 @@ def test_features_equal_torchmetrics_fid_extractor_on_tiled_grayscale(inception_
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
-def test_antialias_switch_is_honoured(inception_weights, digits):
-    plain, _ = load_inception(str(inception_weights), antialias=False)
+def test_antialias_switch_is_honoured(inception_weights, digits, plain):
     smooth, _ = load_inception(str(inception_weights), antialias=True)
-    a = inception_features(plain, digits[:2], batch_size=2)
     b = inception_features(smooth, digits[:2], batch_size=2)
-    assert not np.allclose(a, b)  # TF1-compatible resize vs torch's antialiased bilinear
+    assert not np.allclose(plain[2][:2], b)  # TF1-compatible resize vs torch's antialiased bilinear
 
 
 def test_missing_weights_file_says_how_to_provide_it(tmp_path):
@@ -65,7 +69,7 @@ def test_a_file_of_another_network_is_refused(tmp_path):
         load_inception(str(garbage), antialias=False)
 
 
-def test_images_must_be_uint8(inception_weights):
-    model, _ = load_inception(str(inception_weights), antialias=False)
+def test_images_must_be_uint8(plain):
+    model = plain[0]
     with pytest.raises(ValueError, match="uint8"):
         inception_features(model, torch.zeros(1, 3, 8, 8), batch_size=1)
