@@ -226,8 +226,8 @@ class RunParams(Strict):
     sample_every: PositiveInt = 10  # epochs between fixed-noise sample grids
     # Images per epoch cap (smoke profile); null = the whole train split.
     max_images: PositiveInt | None = None
-    # Speed. "auto" picks per device: bf16 autocast, channels_last and fused Adam on CUDA;
-    # plain fp32 elsewhere (on CPU none of them helps, see bench/train_speed.py).
+    # Speed. "auto" picks per device: bf16 autocast and channels_last on CUDA, fp32 and the
+    # default layout elsewhere; fused Adam on CUDA and CPU (see bench/train_speed.py).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool | Literal["auto"] = "auto"
     fused_adam: bool | Literal["auto"] = "auto"
