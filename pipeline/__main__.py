@@ -4,7 +4,11 @@
     python -m pipeline ingest-celeba
     python -m pipeline crop-faces
     python -m pipeline faces-eval ../shared/data/anime-dev --detector all
+    python -m pipeline train-classifier
+    python -m pipeline fid-reference mnist
     python -m pipeline train gan-mnist
+    python -m pipeline evaluate gan-mnist
+    python -m pipeline report
     python -m pipeline smoke
 """
 
@@ -14,7 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import DATASETS_DIR, PARAMS_FILE, RUNS_DIR, ParamsError, load_params
+from pipeline.config import (CLASSIFIER_DIR, DATASETS_DIR, PARAMS_FILE, REFERENCE_DIR, REPORTS_DIR, RUNS_DIR,
+                             ParamsError, load_params)
 from pipeline.datasets import DatasetError
 
 
@@ -41,6 +46,47 @@ def cmd_train(args: argparse.Namespace) -> None:
     params.run(args.run)  # an unknown run name fails here, before any work
     out = train(args.run, params)
     print(f"wrote {out}")
+
+
+def classifier_for(dataset: str) -> Path | None:
+    """The MNIST classifier for datasets that have domain features, else None."""
+    from pipeline.evaluate.reference import DOMAIN_DATASETS
+
+    return CLASSIFIER_DIR / "classifier.pt" if dataset in DOMAIN_DATASETS else None
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> None:
+    from pipeline.evaluate.classifier import train_mnist_classifier
+
+    metrics = train_mnist_classifier(DATASETS_DIR / "mnist", CLASSIFIER_DIR, load_params(args.params))
+    print(f"wrote {CLASSIFIER_DIR}: test accuracy {metrics['test_accuracy']:.4f}")
+
+
+def cmd_fid_reference(args: argparse.Namespace) -> None:
+    from pipeline.evaluate.reference import compute_reference
+
+    params = load_params(args.params)
+    compute_reference(args.dataset, DATASETS_DIR / args.dataset, REFERENCE_DIR / args.dataset, params,
+                      classifier_for(args.dataset))
+    print(f"wrote {REFERENCE_DIR / args.dataset}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from pipeline.evaluate.run import evaluate_run
+
+    params = load_params(args.params)
+    run = params.run(args.run)
+    metrics = evaluate_run(args.run, RUNS_DIR / args.run, DATASETS_DIR / run.dataset, REFERENCE_DIR / run.dataset,
+                           params, classifier_for(run.dataset))
+    print(json.dumps(metrics, indent=2))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from pipeline.report import build_report
+
+    print(f"wrote {build_report(load_params(args.params), RUNS_DIR, REPORTS_DIR)}")
 
 
 def cmd_crop_faces(args: argparse.Namespace) -> None:
@@ -75,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.set_defaults(func=cmd_train)
 
+    sub.add_parser("train-classifier", help="the MNIST classifier behind fid_domain -> " + str(CLASSIFIER_DIR)
+                   ).set_defaults(func=cmd_train_classifier)
+
+    p = sub.add_parser("fid-reference", help="real-image feature statistics of a dataset -> data/reference/<dataset>")
+    p.add_argument("dataset", choices=["mnist", "celeba", "anime"])
+    p.set_defaults(func=cmd_fid_reference)
+
+    p = sub.add_parser("evaluate", help="FID, KID, precision/recall, mode coverage, linear probe -> runs/<run>/metrics.json")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_evaluate)
+
+    sub.add_parser("report", help="one page comparing every run -> reports/index.md").set_defaults(func=cmd_report)
+
     from pipeline.faces import crop, evaluate as faces_evaluate  # light imports: argparse wiring only
 
     p = sub.add_parser("crop-faces", help="crawled illustrations -> data/datasets/anime (face crops)")
@@ -94,10 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Errors that carry a complete, one-line explanation for the user: no traceback for them.
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from pipeline.evaluate.classifier import ClassifierAccuracyError
+    from pipeline.evaluate.inception import InceptionWeightsError
+    from pipeline.evaluate.reference import ReferenceError
+    from pipeline.ingest.celeba_layout import CelebaError
     from pipeline.ingest.mnist import MnistError
     from pipeline.train import TrainingDiverged
 
-    return (ParamsError, DatasetError, MnistError, TrainingDiverged, FileNotFoundError)
+    return (ParamsError, DatasetError, MnistError, CelebaError, TrainingDiverged, ClassifierAccuracyError,
+            InceptionWeightsError, ReferenceError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

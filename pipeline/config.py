@@ -22,6 +22,8 @@ DATASETS_DIR = Path("data/datasets")
 RAW_ANIME_DIR = Path("data/raw/anime")
 RUNS_DIR = Path("runs")
 REPORTS_DIR = Path("reports")
+CLASSIFIER_DIR = Path("data/evaluators/mnist-classifier")  # the LeNet behind fid_domain
+REFERENCE_DIR = Path("data/reference")  # real-image feature statistics, one folder per dataset
 
 
 class ParamsError(ValueError):

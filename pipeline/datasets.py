@@ -3,8 +3,9 @@
     data/datasets/<name>/
         images.npy   uint8  N x H x W x C   (C = 1 or 3)
         split.npy    uint8  N               (index into meta["splits"], e.g. 0=train, 2=test)
-        labels.npy   int64  N               (optional: class labels)
-        attrs.npy    int8   N x A           (optional: binary attributes, names in meta)
+        labels.npy   int64  N               (optional: class labels, -1 = unknown; names in
+                                             meta["label_names"])
+        attrs.npy    int8   N x A           (optional: 0/1 attributes; names in meta["attr_names"])
         meta.json    source, counts, image size, sha256 of each array, the params used
 
 One large array instead of many small files keeps DVC fast and lets training read it with

@@ -21,6 +21,8 @@ from typing import Iterator
 
 import yaml
 
+from pipeline.config import Params
+
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_PARAMS = REPO / "params.smoke.yaml"
 ANIME_DEV = REPO.parent / "shared" / "data" / "anime-dev"
@@ -92,7 +94,8 @@ def smoke_params(params_file: Path, *, base_url: str, celeba_source: Path | str)
         _set(params, ("celeba", "source"), str(celeba_source))
     if _get(params, ("anime", "crawl", "base_url")) == "mock-board":
         _set(params, ("anime", "crawl", "base_url"), base_url)
-    return params
+    # Every key written out, defaults included: DVC tracks params keys only when they are in the file.
+    return Params.model_validate(params).model_dump(mode="json")
 
 
 @contextlib.contextmanager
@@ -130,8 +133,7 @@ def smoke_repo(workdir: Path | None = None, params_file: Path = SMOKE_PARAMS) ->
 def smoke(workdir: Path | None = None) -> Path:
     with smoke_repo(workdir) as (dest, env):
         run(["dvc", "repro"], dest, env)
-    env.setdefault("COLUMNS", "250")  # rich renders the table to the terminal width
-    run(["dvc", "exp", "show", "--no-pager"], dest, env)
-    run(["dvc", "metrics", "show"], dest, env)
+    run(["dvc", "exp", "show", "--no-pager", "--md"], dest, env)  # markdown: never cut to the terminal width
+    run(["dvc", "metrics", "show", "--md"], dest, env)
     print(f"\nsmoke copy kept at {dest}; inspect it with: cd {dest} && dvc exp show && dvc plots show")
     return dest

@@ -27,7 +27,7 @@ from torch import nn
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from pipeline.config import DATASETS_DIR, RUNS_DIR, Params, RunParams
+from pipeline.config import CLASSIFIER_DIR, DATASETS_DIR, REFERENCE_DIR, RUNS_DIR, Params, RunParams
 from pipeline.datasets import read_dataset, write_json_atomic
 from pipeline.device import resolve_device
 from pipeline.distributed import World, all_sum, close_world, init_world, use_global_batchnorm
@@ -230,8 +230,9 @@ def prepare_models(run: RunParams, image_size: int, channels: int, device: torch
     return G_train, D_train, G, D
 
 
-def train(run_name: str, params: Params, *, runs_dir: Path = RUNS_DIR,
-          datasets_dir: Path = DATASETS_DIR, stop_after_epoch: int | None = None) -> Path:
+def train(run_name: str, params: Params, *, runs_dir: Path = RUNS_DIR, datasets_dir: Path = DATASETS_DIR,
+          reference_dir: Path = REFERENCE_DIR, classifier_dir: Path = CLASSIFIER_DIR,
+          stop_after_epoch: int | None = None) -> Path:
     """Train one run from params.yaml; returns its folder. Resumes from checkpoint.pt if valid.
 
     Under torchrun every process trains its slice of each batch; only rank 0 writes.
@@ -240,13 +241,35 @@ def train(run_name: str, params: Params, *, runs_dir: Path = RUNS_DIR,
     run = params.run(run_name)
     world, device = init_world(resolve_device(run.device))
     try:
-        return _train(run_name, run, Path(runs_dir), Path(datasets_dir), device, world, stop_after_epoch)
+        tracker = domain_tracker(run_name, params, device, reference_dir, classifier_dir) if world.is_main else None
+        return _train(run_name, run, Path(runs_dir), Path(datasets_dir), device, world, stop_after_epoch,
+                      tracker, params.evaluate.fid_every)
     finally:
         close_world(world)
 
 
+def domain_tracker(run_name: str, params: Params, device: torch.device, reference_dir: Path,
+                   classifier_dir: Path):
+    """A function G -> {fid_domain, mode_coverage, mode_kl} for datasets with a domain
+    classifier (MNIST), so the curves show when a run improves or collapses; else None."""
+    from pipeline.evaluate.reference import DOMAIN_DATASETS
+    from pipeline.evaluate.run import DomainFID
+
+    run = params.run(run_name)
+    if run.dataset not in DOMAIN_DATASETS:
+        return None
+    reference, classifier = Path(reference_dir) / run.dataset, Path(classifier_dir) / "classifier.pt"
+    if not (reference.is_dir() and classifier.is_file()):
+        print(f"{run_name}: fid_domain not tracked during training: {reference} or {classifier} is missing "
+              "(dvc repro builds them; or run train-classifier and fid-reference first)")
+        return None
+    fid = DomainFID(reference, classifier, device)
+    n, seed = params.evaluate.fid_every_samples, params.evaluate.seed
+    return lambda G: fid.scores(G, n, run.nz, seed)
+
+
 def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, device: torch.device,
-           world: World, stop_after_epoch: int | None) -> Path:
+           world: World, stop_after_epoch: int | None, tracker=None, fid_every: int = 5) -> Path:
     from dvclive import Live  # imported here: it is slow to import and only training needs it
 
     if device.type == "cuda" and run.tf32:
@@ -335,6 +358,9 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
                     live.log_metric(name, value)
                 live.log_metric("images_per_s", n_images / seconds)
                 progress.set_postfix(epoch=done, loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}")
+                if tracker is not None and (done % fid_every == 0 or done == run.epochs):
+                    for name, value in tracker(G).items():
+                        live.log_metric(name, value)
                 if done % run.sample_every == 0 or done == run.epochs:
                     G.eval()
                     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""The real `dvc repro` of the smoke profile on real MNIST, in a temporary copy of the repo."""
+"""The real `dvc repro` of the whole DAG (smoke profile), offline, in a temporary copy of the repo."""
 
 import json
 import math
@@ -17,20 +17,37 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
 
     with smoke_repo(tmp_path) as (repo, env):
         dvc("repro")
-    for run in ("gan-mnist", "dcgan-mnist"):
+    for run in ("gan-mnist", "dcgan-mnist", "dcgan-celeba", "dcgan-anime"):
         run_dir = repo / "runs" / run
         for name in ("generator.pt", "discriminator.pt", "checkpoint.pt", "model.json", "samples/final.png"):
             assert (run_dir / name).is_file(), name
         final = json.loads((run_dir / "dvclive" / "metrics.json").read_text())
         assert all(math.isfinite(final[k]) for k in ("loss_d", "loss_g", "d_real", "d_fake"))
-        assert Image.open(run_dir / "samples" / "final.png").size == (242, 242)
+        tile = 28 if run.endswith("mnist") else 64
+        assert Image.open(run_dir / "samples" / "final.png").size == (8 * (tile + 2) + 2,) * 2
 
-    # DVC sees the metrics of both runs, so `dvc exp show` / `dvc metrics diff` can compare them.
+    # Evaluation: flat metric names for every run, the MNIST ones with the domain metrics.
+    for run in ("gan-mnist", "dcgan-mnist", "dcgan-celeba", "dcgan-anime"):
+        metrics = json.loads((repo / "runs" / run / "metrics.json").read_text())
+        for key in ("probe_acc", "probe_acc_random_d", "probe_acc_pixels"):
+            assert 0 <= metrics[key] <= 1, (run, key)
+        assert metrics["fid"] is None  # evaluate.inception: false in the smoke profile
+    for run in ("gan-mnist", "dcgan-mnist"):
+        metrics = json.loads((repo / "runs" / run / "metrics.json").read_text())
+        assert metrics["fid_domain"] > 0 and 1 <= metrics["mode_coverage"] <= 10
+        assert metrics["probe_acc_pixels"] > 0.5  # raw pixels, 10 labelled images per digit
+    page = (repo / "reports" / "index.md").read_text()
+    assert all(run in page for run in ("gan-mnist", "dcgan-mnist", "dcgan-celeba", "dcgan-anime"))
+    assert (repo / "reports" / "samples" / "dcgan-anime.png").is_file()
+
+    # DVC sees the metrics of every run, so `dvc exp show` / `dvc metrics diff` can compare them.
     shown = json.loads(dvc("metrics", "show", "--json"))
     files = next(iter(shown.values()))["data"]
-    assert {"runs/gan-mnist/dvclive/metrics.json", "runs/dcgan-mnist/dvclive/metrics.json"} <= set(files)
+    assert {"runs/gan-mnist/dvclive/metrics.json", "runs/dcgan-mnist/metrics.json",
+            "runs/dcgan-anime/metrics.json"} <= set(files)
     exp = dvc("exp", "show", "--no-pager", "--csv")
     assert "runs/dcgan-mnist/dvclive/metrics.json:loss_g" in exp
+    assert "runs/dcgan-mnist/metrics.json:fid_domain" in exp
 
     # Nothing changed: a second repro runs no stage.
     again = dvc("repro")
@@ -41,6 +58,6 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
     params = (repo / "params.yaml").read_text().replace("ngf: 32", "ngf: 16", 1)
     (repo / "params.yaml").write_text(params)
     out = dvc("repro")
-    assert "Running stage 'train@dcgan-mnist'" in out
-    assert "Running stage 'train@gan-mnist'" not in out
+    assert "Running stage 'train@dcgan-mnist'" in out and "Running stage 'evaluate@dcgan-mnist'" in out
+    assert "Running stage 'train@gan-mnist'" not in out and "Running stage 'crawl_anime'" not in out
     assert "starting over" in out  # the persisted checkpoint of the old params is not resumed

@@ -19,7 +19,10 @@ def make_params(**run) -> Params:
 
 def run_tiny(tmp_path, mnist_small, name="runs", **kwargs):
     params = kwargs.pop("params", None) or make_params()
-    return train("tiny", params, runs_dir=tmp_path / name, datasets_dir=mnist_small.parent, **kwargs)
+    # No classifier/reference: these tests are about training alone (fid_domain tracking is
+    # tested in tests/evaluate/test_training_curve.py).
+    return train("tiny", params, runs_dir=tmp_path / name, datasets_dir=mnist_small.parent,
+                 reference_dir=tmp_path / "no-reference", **kwargs)
 
 
 def metric_rows(run_dir, name):

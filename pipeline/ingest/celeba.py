@@ -285,7 +285,7 @@ def ingest_celeba(params: CelebaParams, out_dir: Path, *, download_root: Path = 
             params=params.model_dump(),
             layout=f"{files.layout} {files.images.kind}",
             images_from=str(files.images.path),
-            attributes=ann.attr_names,
+            attr_names=ann.attr_names,  # column names of attrs.npy (the datasets.py contract)
             probe_attributes=list(params.probe_attributes),
             # Share of positives per attribute on the train rows: how balanced each one is.
             attr_positive_fraction=dict(zip(ann.attr_names, np.round(train.mean(axis=0), 4).tolist()))

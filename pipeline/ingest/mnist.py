@@ -109,5 +109,5 @@ def ingest_mnist(params: MnistParams, out_dir: Path) -> Path:
     images, labels, split = (np.concatenate(column) for column in zip(*parts))
     return write_dataset(
         out_dir, images[..., None], split, labels=labels.astype(np.int64), source="mnist",
-        meta={"params": params.model_dump(), "classes": [str(d) for d in range(10)]},
+        meta={"params": params.model_dump(), "label_names": [str(d) for d in range(10)]},
     )

@@ -90,3 +90,19 @@ def test_dataset_images_are_nchw_uint8(mnist_dir):
     images = dataset_images(dataset, np.array([3, 1]))
     assert images.shape == (2, 1, 28, 28) and images.dtype == torch.uint8
     assert torch.equal(images[0, 0], torch.from_numpy(np.array(dataset.images[1, :, :, 0])))
+
+
+def test_small_dataset_holds_out_half_of_its_train_images(tmp_path):
+    """A fresh anime crawl has tens of crops: C is chosen on half of them instead of failing."""
+    from pipeline.datasets import SPLITS, write_dataset
+
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(4), 10)  # 40 images, 4 hair colours
+    split = np.full(40, SPLITS["train"], dtype=np.uint8)
+    split[-8:] = SPLITS["test"]
+    out = write_dataset(tmp_path / "anime", rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), split,
+                        labels=labels, source="unit")
+    task = split_task(read_dataset(out), labels, make_params(probe_per_class=[10, "all"], probe_val_size=300))
+    assert len(task.val) == 16  # half of the 32 train images
+    assert not set(task.val.tolist()) & set(task.train["all"].tolist())
+    assert len(task.train["all"]) == 16 and len(task.test) == 8

@@ -56,7 +56,7 @@ def test_every_layout_gives_the_same_dataset(layouts, reference, tmp_path):
     np.testing.assert_array_equal(attrs, want_attrs)
     np.testing.assert_array_equal(split, want_split)
     meta = json.loads((reference / "meta.json").read_text())
-    assert meta["attributes"] == ATTRIBUTES and meta["count"] == COUNT and meta["skipped"] == {}
+    assert meta["attr_names"] == list(ATTRIBUTES) and meta["count"] == COUNT and meta["skipped"] == {}
     assert meta["layout"] == "torchvision folder"
     # Row i is image i: decode two files by hand and compare.
     folder = layouts["torchvision"] / "img_align_celeba"
