@@ -63,11 +63,24 @@ def resolve_paths(params: dict, base: Path) -> dict:
     return params
 
 
+def repo_module(relative: str):
+    """Import one of the repo's test helpers by path. (`tests` as a package name is taken by
+    torch-fidelity's own top-level `tests` outside pytest, so `import tests....` is unreliable.)"""
+    import importlib.util
+
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(f"_smoke_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
 def anime_posts():
     """The 12 real anime-dev illustrations and their mirror images, as mock-board posts."""
     from PIL import Image, ImageOps
 
-    from tests.crawlers.mock_board import MockPost
+    MockPost = repo_module("tests/crawlers/mock_board.py").MockPost
 
     tiles = sorted(ANIME_DEV.glob("tile*.jpg"))
     if not tiles:
@@ -102,8 +115,8 @@ def smoke_params(params_file: Path, *, base_url: str, celeba_source: Path | str)
 def smoke_repo(workdir: Path | None = None, params_file: Path = SMOKE_PARAMS) -> Iterator[tuple[Path, dict]]:
     """A fresh git+DVC copy of the project (at <workdir>/repo) whose params.yaml is
     `params_file`, with its fixtures made and its mock board serving while inside the block."""
-    from tests.crawlers.mock_board import MockBoard
-    from tests.ingest.celeba_fixture import make_celeba
+    MockBoard = repo_module("tests/crawlers/mock_board.py").MockBoard
+    make_celeba = repo_module("tests/ingest/celeba_fixture.py").make_celeba
 
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="dcgan-smoke-"))
     dest = workdir / "repo"
