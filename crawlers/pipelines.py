@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from datetime import datetime, timezone
 from io import BytesIO
 from pathlib import Path
-from typing import Any
 
 from scrapy.exceptions import DownloadCancelledError, DropItem, IgnoreRequest
 from scrapy.http.request import NO_CALLBACK, Request
 from scrapy.pipelines.files import FilesPipeline, FSFilesStore
 from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.defer import deferred_from_coro, ensure_awaitable
+
+from pipeline.atomic import write_bytes_atomic
 
 from crawlers.images import Rejected, check_md5, is_image_content_type, sniff_format, verify_image
 
@@ -61,21 +60,7 @@ class AtomicFSFilesStore(FSFilesStore):
     it over the final name, in a worker thread so the crawl keeps going meanwhile."""
 
     def persist_file(self, path, buf: BytesIO, info, meta=None, headers=None):
-        return deferred_from_coro(run_in_thread(self._write_atomic, self._get_filesystem_path(path), buf.getvalue()))
-
-    @staticmethod
-    def _write_atomic(final: Path, data: bytes) -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        return deferred_from_coro(run_in_thread(write_bytes_atomic, self._get_filesystem_path(path), buf.getvalue()))
 
 
 class BoardFilesPipeline(FilesPipeline):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 # Fixed layout (DESIGN.md). Relative to the repository root, where DVC runs every stage.
 PARAMS_FILE = Path("params.yaml")
@@ -35,6 +35,14 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _device_name(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N (got {value!r})")
+    return value
+
+
+# `auto` (CUDA, then MPS, then CPU; pipeline/device.py) or a torch device name.
+DeviceName = Annotated[str, AfterValidator(_device_name)]
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
@@ -70,7 +78,7 @@ class CelebaParams(Strict):
     mtcnn_shift_up: float = Field(0.1, ge=-1, le=1)
     mtcnn_thresholds: tuple[Probability, Probability, Probability] = (0.6, 0.7, 0.7)
     mtcnn_batch_size: PositiveInt = 64
-    mtcnn_device: str = "auto"
+    mtcnn_device: DeviceName = "auto"
     # Balanced attributes whose mean linear-probe accuracy is reported.
     probe_attributes: list[str] = Field(
         default_factory=lambda: [
@@ -80,12 +88,6 @@ class CelebaParams(Strict):
         min_length=1,
     )
 
-    @field_validator("mtcnn_device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-            raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N (got {value!r})")
-        return value
 
 
 class AnimeCrawlParams(Strict):
@@ -189,15 +191,9 @@ class AnimeFacesParams(Strict):
     contact_sheet_size: int = Field(64, ge=0)  # crops on contact_sheet.png
     mtcnn_thresholds: tuple[Probability, Probability, Probability] = (0.6, 0.7, 0.7)
     batch_size: PositiveInt = 32  # pages decoded and detected together (MTCNN batches them)
-    device: str = "auto"
+    device: DeviceName = "auto"
     seed: int = 0
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-            raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N (got {value!r})")
-        return value
 
 
 class AnimeParams(Strict):
@@ -224,7 +220,7 @@ class RunParams(Strict):
     d_steps: PositiveInt = 1  # the paper's k: D updates per G update
     loss: Literal["non_saturating", "minimax"] = "non_saturating"
     seed: int = 0
-    device: str = "auto"
+    device: DeviceName = "auto"
     sample_every: PositiveInt = 10  # epochs between fixed-noise sample grids
     # Images per epoch cap (smoke profile); null = the whole train split.
     max_images: PositiveInt | None = None
@@ -236,12 +232,6 @@ class RunParams(Strict):
     tf32: bool = True  # TensorFloat-32 convolutions and matmuls on Ampere+ GPUs
     compile: bool = False  # torch.compile G and D (minutes of warm-up; pays off on long GPU runs)
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-            raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N (got {value!r})")
-        return value
 
 
 class EvaluateParams(Strict):
@@ -274,7 +264,7 @@ class EvaluateParams(Strict):
     fid_every: PositiveInt = 5  # epochs between fid_domain points during training
     fid_every_samples: PositiveInt = 2000
     seed: int = 0
-    device: str = "auto"
+    device: DeviceName = "auto"
 
     @field_validator("probe_per_class")
     @classmethod
@@ -291,11 +281,6 @@ class EvaluateParams(Strict):
         if not value:
             raise ValueError("needs at least one C value")
         return value
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        return RunParams._device(value)
 
 
 class Params(Strict):

@@ -21,11 +21,13 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.atomic import write_json_atomic  # noqa: F401 (re-exported: stages import it from here)
 
 SPLITS = {"train": 0, "valid": 1, "test": 2}
 ARRAYS = ("images", "split", "labels", "attrs")
@@ -42,23 +44,6 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
@@ -116,6 +101,7 @@ class DatasetWriter:
         self.out_dir = Path(out_dir)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=self.out_dir.parent))
+        self.tmp_dir.chmod(0o755)  # mkdtemp makes 0700; the finished dataset is an ordinary folder
         self.images = np.lib.format.open_memmap(
             self.tmp_dir / "images.npy", mode="w+", dtype=np.uint8, shape=(count, *image_shape)
         )

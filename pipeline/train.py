@@ -13,7 +13,6 @@ draws exactly the batches and noise the uninterrupted run would have.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.dvc_helpers import run
 
 from crawl_helpers import USER_AGENT, check_manifest_integrity
 from mock_board import MockBoard, make_post
@@ -22,14 +22,6 @@ stages:
       - data/raw/anime:
           persist: true
 """
-
-
-def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    bin_dir = str(Path(sys.executable).parent)  # `python` in the stage's cmd is the venv's
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from crawl_helpers import REPO, check_manifest_integrity, crawl_command, manifest, run_crawl
+from crawl_helpers import REPO, check_manifest_integrity, crawl_command, run_crawl
 from mock_board import MockBoard, make_post
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.dvc_helpers import run
 
 from pipeline.datasets import read_dataset
 
@@ -33,14 +33,6 @@ stages:
     outs: [data/datasets/anime]
 """
 HAIR = ["blonde_hair", "brown_hair", "pink_hair", "black_hair"]
-
-
-def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    bin_dir = str(Path(sys.executable).parent)  # `python` in the stage's cmd is the venv's
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 @pytest.mark.slow
