@@ -53,9 +53,12 @@ def init_world(device: torch.device) -> tuple[World, torch.device]:
     return world, device
 
 
-def close_world(world: World) -> None:
+def close_world(world: World, *, failed: bool = False) -> None:
+    """Leave the process group; after a failure without the barrier, which the other ranks
+    (stuck in a collective, or gone) would never reach."""
     if world.distributed and dist.is_initialized():
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
 
 

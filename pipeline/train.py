@@ -13,9 +13,11 @@ draws exactly the batches and noise the uninterrupted run would have.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,8 @@ from torch import nn
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from pipeline.config import CLASSIFIER_DIR, DATASETS_DIR, REFERENCE_DIR, RUNS_DIR, Params, RunParams
+from pipeline.atomic import write_bytes_atomic
+from pipeline.config import CLASSIFIER_DIR, DATASETS_DIR, RUNS_DIR, Params, RunParams
 from pipeline.datasets import read_dataset, write_json_atomic
 from pipeline.device import resolve_device
 from pipeline.distributed import World, all_sum, close_world, init_world, use_global_batchnorm
@@ -60,16 +63,16 @@ class RunPaths:
 
 
 def save_atomic(obj, path: Path) -> None:
-    """torch.save through a temporary name, so a kill never leaves a truncated file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through pipeline.atomic, so a kill never leaves a truncated file."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def save_grid(images: torch.Tensor, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    save_image(images, tmp, nrow=int(math.sqrt(len(images))), normalize=True, value_range=(-1, 1))
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    save_image(images, buffer, format="png", nrow=int(math.sqrt(len(images))), normalize=True, value_range=(-1, 1))
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -100,12 +103,14 @@ def g_loss_fn(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
 
 def resume_key(run: RunParams, dataset_meta: dict) -> dict:
     key = {k: v for k, v in run.model_dump().items() if k not in RESUME_IGNORES}
-    key["dataset_sha256"] = dataset_meta.get("sha256", {}).get("images")
+    # Every array: a new train/test split of the same images is other data too.
+    key["dataset_sha256"] = dataset_meta.get("sha256", {})
     return key
 
 
-def load_checkpoint(paths: RunPaths, key: dict) -> dict | None:
-    """The run's checkpoint if it was made with the same settings, else None (start over)."""
+def load_checkpoint(paths: RunPaths, key: dict, epochs: int) -> dict | None:
+    """The run's checkpoint if it was made with the same settings and no more than `epochs`
+    epochs, else None (start over)."""
     if not paths.checkpoint.is_file():
         return None
     try:
@@ -115,6 +120,10 @@ def load_checkpoint(paths: RunPaths, key: dict) -> dict | None:
         return None
     if state.get("key") != key:
         print(f"{paths.checkpoint}: made with other params or data; starting over")
+        return None
+    if state["epoch"] > epochs:
+        # Only raising `epochs` continues a run; a shorter run is a different run.
+        print(f"{paths.checkpoint}: holds epoch {state['epoch']}, more than epochs = {epochs}; starting over")
         return None
     return state
 
@@ -230,8 +239,7 @@ def prepare_models(run: RunParams, image_size: int, channels: int, device: torch
 
 
 def train(run_name: str, params: Params, *, runs_dir: Path = RUNS_DIR, datasets_dir: Path = DATASETS_DIR,
-          reference_dir: Path = REFERENCE_DIR, classifier_dir: Path = CLASSIFIER_DIR,
-          stop_after_epoch: int | None = None) -> Path:
+          classifier_dir: Path = CLASSIFIER_DIR, stop_after_epoch: int | None = None) -> Path:
     """Train one run from params.yaml; returns its folder. Resumes from checkpoint.pt if valid.
 
     Under torchrun every process trains its slice of each batch; only rank 0 writes.
@@ -240,31 +248,40 @@ def train(run_name: str, params: Params, *, runs_dir: Path = RUNS_DIR, datasets_
     run = params.run(run_name)
     world, device = init_world(resolve_device(run.device))
     try:
-        tracker = domain_tracker(run_name, params, device, reference_dir, classifier_dir) if world.is_main else None
-        return _train(run_name, run, Path(runs_dir), Path(datasets_dir), device, world, stop_after_epoch,
-                      tracker, params.evaluate.fid_every)
-    finally:
-        close_world(world)
+        tracker = domain_tracker(run_name, params, device, datasets_dir, classifier_dir) if world.is_main else None
+        out = _train(run_name, run, Path(runs_dir), Path(datasets_dir), device, world, stop_after_epoch,
+                     tracker, params.evaluate.fid_every)
+    except BaseException:
+        close_world(world, failed=True)
+        raise
+    close_world(world)
+    return out
 
 
-def domain_tracker(run_name: str, params: Params, device: torch.device, reference_dir: Path,
-                   classifier_dir: Path):
+def domain_tracker(run_name: str, params: Params, device: torch.device, datasets_dir: Path, classifier_dir: Path):
     """A function G -> {fid_domain, mode_coverage, mode_kl} for datasets with a domain
-    classifier (MNIST), so the curves show when a run improves or collapses; else None."""
-    from pipeline.evaluate.reference import DOMAIN_DATASETS
+    classifier (MNIST), so the curves show when a run improves or collapses; else None.
+
+    The real statistics are computed here from the dataset (the classifier's features of the
+    test images take seconds), exactly as fid_reference computes them, but without Inception:
+    training then needs no Inception weights and no reference stage."""
+    from pipeline.evaluate.reference import DOMAIN_DATASETS, compute_reference
     from pipeline.evaluate.run import DomainFID
 
-    run = params.run(run_name)
+    run, p = params.run(run_name), params.evaluate
     if run.dataset not in DOMAIN_DATASETS:
         return None
-    reference, classifier = Path(reference_dir) / run.dataset, Path(classifier_dir) / "classifier.pt"
-    if not (reference.is_dir() and classifier.is_file()):
-        print(f"{run_name}: fid_domain not tracked during training: {reference} or {classifier} is missing "
-              "(dvc repro builds them; or run train-classifier and fid-reference first)")
+    classifier = Path(classifier_dir) / "classifier.pt"
+    if not classifier.is_file():
+        print(f"{run_name}: fid_domain not tracked during training: {classifier} is missing "
+              "(dvc repro builds it; or run `python -m pipeline train-classifier` first)")
         return None
-    fid = DomainFID(reference, classifier, device)
-    n, seed = params.evaluate.fid_every_samples, params.evaluate.seed
-    return lambda G: fid.scores(G, n, run.nz, seed)
+    domain_only = params.model_copy(update={"evaluate": p.model_copy(update={"inception": False})})
+    with tempfile.TemporaryDirectory() as scratch:
+        reference = Path(scratch) / run.dataset
+        compute_reference(run.dataset, Path(datasets_dir) / run.dataset, reference, domain_only, classifier)
+        fid = DomainFID(reference, classifier, device, coverage_min_share=p.coverage_min_share)
+    return lambda G: fid.scores(G, p.fid_every_samples, run.nz, p.seed)
 
 
 def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, device: torch.device,
@@ -295,7 +312,7 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
     step = GANStep(G_train, D_train, run, speed, device, world)
 
     key = resume_key(run, dataset.meta)
-    state = load_checkpoint(paths, key) if (paths.checkpoint.is_file()) else None
+    state = load_checkpoint(paths, key, run.epochs)
     if state is None:
         if world.is_main:
             paths.root.mkdir(parents=True, exist_ok=True)
@@ -377,6 +394,5 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
         # Final exports: state dicts loadable with weights_only=True, and the last grid.
         save_atomic(G.state_dict(), paths.root / "generator.pt")
         save_atomic(D.state_dict(), paths.root / "discriminator.pt")
-        shutil.copyfile(paths.samples / f"epoch_{run.epochs:04d}.png", paths.samples / ".final.tmp.png")
-        os.replace(paths.samples / ".final.tmp.png", paths.samples / "final.png")
+        write_bytes_atomic(paths.samples / "final.png", (paths.samples / f"epoch_{run.epochs:04d}.png").read_bytes())
     return paths.root

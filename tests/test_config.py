@@ -97,3 +97,23 @@ def test_cli_stops_before_any_work_with_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"error: {params}: runs.gan-mnist.epochs: input should be greater than 0 (got 0)"]
     assert not (tmp_path / "runs").exists()
+
+
+def test_every_params_key_dvc_tracks_is_in_params_yaml():
+    """DVC refuses to run a stage whose `params:` key is missing from params.yaml, and the
+    defaults in config.py are invisible to it: so every tracked key must be written out."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    missing = []
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        keys = [k for entry in body.get("params", []) for k in ([entry] if isinstance(entry, str) else entry)]
+        items = raw["runs"] if "foreach" in stage and stage["foreach"] == "${runs}" else {None: None}
+        for run in items:
+            for key in keys:
+                node = raw
+                for part in key.replace("${key}", str(run)).split("."):
+                    node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+                if node is KeyError:
+                    missing.append(f"{name}: {key}")
+    assert not missing

@@ -19,10 +19,10 @@ def make_params(**run) -> Params:
 
 def run_tiny(tmp_path, mnist_small, name="runs", **kwargs):
     params = kwargs.pop("params", None) or make_params()
-    # No classifier/reference: these tests are about training alone (fid_domain tracking is
+    # No classifier: these tests are about training alone (fid_domain tracking is
     # tested in tests/evaluate/test_training_curve.py).
     return train("tiny", params, runs_dir=tmp_path / name, datasets_dir=mnist_small.parent,
-                 reference_dir=tmp_path / "no-reference", **kwargs)
+                 classifier_dir=tmp_path / "no-classifier", **kwargs)
 
 
 def metric_rows(run_dir, name):
@@ -123,3 +123,11 @@ def test_bf16_autocast_follows_fp32(tmp_path, mnist_small):
         assert math.isfinite(finals["bf16"][key])
         assert abs(finals["bf16"][key] - finals["fp32"][key]) < 0.05 * max(1.0, abs(finals["fp32"][key])), key
     assert finals["bf16"] != finals["fp32"]  # autocast really ran in bf16
+
+
+def test_fewer_epochs_than_the_checkpoint_start_over(tmp_path, mnist_small, capsys):
+    run_tiny(tmp_path, mnist_small, params=make_params(epochs=3))
+    run_dir = run_tiny(tmp_path, mnist_small, params=make_params(epochs=2))
+    assert "holds epoch 3, more than epochs = 2; starting over" in capsys.readouterr().out
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert len(metric_rows(run_dir, "loss_d")) == 2

@@ -35,6 +35,31 @@ POOL_GRID = 4  # the paper's 4 x 4 max-pooled grids
 FeatureFn = Callable[[torch.Tensor], np.ndarray]  # uint8 N x C x H x W -> float32 N x d
 
 
+BN_RECALIBRATION_IMAGES = 2000
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(discriminator: nn.Module, images: torch.Tensor, *, image_size: int,
+                          batch_size: int = 250, device: torch.device | str = "cpu") -> None:
+    """Re-estimate D's BatchNorm statistics on real images before using it as a feature extractor.
+
+    The running statistics saved with D come from training, where two of every three
+    BatchNorm updates per step see generated images (the D update's fake batch and the G
+    update); normalising real images by them would measure the generator as much as D. So the
+    statistics are reset and averaged (momentum None) over real train images; the weights are
+    untouched. D without BatchNorm (the MLP GAN) is left as it is."""
+    norms = [m for m in discriminator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over all batches below
+    discriminator.train()
+    for batch in images.split(batch_size):
+        discriminator(resize_square(to_unit(batch.to(device)), image_size))
+    discriminator.eval()
+
+
 @torch.no_grad()
 def discriminator_features(discriminator: nn.Module, images: torch.Tensor, *, image_size: int,
                            batch_size: int = 250, device: torch.device | str = "cpu") -> np.ndarray:

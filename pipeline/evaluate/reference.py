@@ -80,7 +80,7 @@ def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path 
     images = dataset_images(dataset, index)
     info: dict = {
         "dataset": dataset_name,
-        "dataset_sha256": dataset.meta.get("sha256", {}).get("images"),
+        "dataset_sha256": dataset.meta.get("sha256", {}),  # every array: a new split is other data
         "split": split or "all",
         "num_real": len(images),
         "seed": p.seed,

@@ -27,10 +27,11 @@ from pipeline.device import resolve_device
 from pipeline.evaluate.classifier import NUM_CLASSES, classify, load_classifier
 from pipeline.evaluate.coverage import mode_coverage
 from pipeline.evaluate.fid import feature_statistics, frechet_distance, kid, precision_recall
-from pipeline.evaluate.images import generate_uint8
+from pipeline.evaluate.images import dataset_images, generate_uint8, sorted_subset
 from pipeline.evaluate.inception import inception_features, load_inception
 from pipeline.evaluate.plots import class_histogram_figure, save_figure
-from pipeline.evaluate.probe import discriminator_features, pixel_features, run_probe
+from pipeline.evaluate.probe import (BN_RECALIBRATION_IMAGES, discriminator_features, pixel_features,
+                                     recalibrate_batchnorm, run_probe)
 from pipeline.evaluate.reference import FeatureSet, ReferenceError, load_reference
 from pipeline.models import build_models, load_trained
 
@@ -38,12 +39,16 @@ METRICS_FILE = "metrics.json"
 EVAL_DIR = "eval"
 
 
-def _check_reference(reference, params: Params, spec: dict, classifier_path: Path | None) -> None:
+def _check_reference(reference, params: Params, spec: dict, classifier_path: Path | None, dataset) -> None:
     p, info = params.evaluate, reference.info
     stale = f"; rerun fid_reference@{info.get('dataset')} ({reference.path})"
     if info.get("dataset") != spec["dataset"]:
         raise ReferenceError(f"{reference.path}: statistics of {info.get('dataset')!r}, but the run was trained on "
                              f"{spec['dataset']!r}")
+    if info.get("dataset_sha256") != dataset.meta.get("sha256", {}):
+        raise ReferenceError(f"{reference.path}: computed from another version of {dataset.path}{stale}")
+    if info.get("seed") != p.seed:
+        raise ReferenceError(f"{reference.path}: computed with seed {info.get('seed')}, evaluate.seed is {p.seed}{stale}")
     if reference.domain is not None:
         if classifier_path is None:
             raise ReferenceError(f"{reference.path}: has domain features; pass the classifier that made them")
@@ -77,7 +82,7 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
     if dataset.channels != spec["channels"]:
         raise ValueError(f"{run_dir}: the run has {spec['channels']} channels, {dataset.path} has {dataset.channels}")
     reference = load_reference(reference_dir)
-    _check_reference(reference, params, spec, classifier_path)
+    _check_reference(reference, params, spec, classifier_path, dataset)
 
     fakes = generate_uint8(generator, p.num_samples, spec["nz"], p.seed, p.batch_size, device)
     metrics: dict = {"fid": None, "fid_domain": None, "kid": None, "kid_std": None, "precision": None,
@@ -120,6 +125,11 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
                                nz=spec["nz"], ngf=spec["ngf"], ndf=spec["ndf"])
     random_d = random_d.to(device).eval()
 
+    # BatchNorm statistics of both Ds re-estimated on the same real train images (probe.py says why).
+    calibration = dataset_images(dataset, sorted_subset(dataset, "train", BN_RECALIBRATION_IMAGES, p.seed))
+    for net in (discriminator, random_d):
+        recalibrate_batchnorm(net, calibration, image_size=spec["image_size"], batch_size=p.batch_size, device=device)
+
     def d_fn(net: nn.Module):
         return lambda images: discriminator_features(net, images, image_size=spec["image_size"],
                                                      batch_size=p.batch_size, device=device)
@@ -145,7 +155,7 @@ class DomainFID:
     """
 
     def __init__(self, reference_dir: Path | str, classifier_path: Path | str, device: torch.device | str = "cpu",
-                 batch_size: int = 500):
+                 batch_size: int = 500, coverage_min_share: float = 0.01):
         reference = load_reference(reference_dir)
         if reference.domain is None:
             raise ReferenceError(f"{reference.path}: no domain features (only MNIST has a domain classifier)")
@@ -155,6 +165,7 @@ class DomainFID:
         self.device = torch.device(device)
         self.classifier = load_classifier(classifier_path, self.device)
         self.batch_size = batch_size
+        self.coverage_min_share = coverage_min_share
 
     def scores(self, generator: nn.Module, n: int, nz: int, seed: int = 0) -> dict:
         """{"fid_domain", "mode_coverage", "mode_kl"} of `n` samples; G's train/eval mode is restored."""
@@ -164,7 +175,7 @@ class DomainFID:
         finally:
             generator.train(was_training)
         features, predicted = classify(self.classifier, fakes, batch_size=self.batch_size, device=self.device)
-        coverage = mode_coverage(predicted, NUM_CLASSES)
+        coverage = mode_coverage(predicted, NUM_CLASSES, self.coverage_min_share)
         return {"fid_domain": frechet_distance(*feature_statistics(features), self.mu, self.sigma),
                 "mode_coverage": coverage["mode_coverage"], "mode_kl": coverage["mode_kl"]}
 

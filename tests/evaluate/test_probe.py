@@ -106,3 +106,25 @@ def test_small_dataset_holds_out_half_of_its_train_images(tmp_path):
     assert len(task.val) == 16  # half of the 32 train images
     assert not set(task.val.tolist()) & set(task.train["all"].tolist())
     assert len(task.train["all"]) == 16 and len(task.test) == 8
+
+
+def test_batchnorm_recalibration_uses_real_statistics_and_keeps_the_weights(mnist_dir):
+    from pipeline.evaluate.images import dataset_images
+    from pipeline.evaluate.probe import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    _, D = build_models("dcgan", image_size=28, channels=1, nz=8, ndf=8)
+    norm = next(m for m in D.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    norm.running_mean.fill_(5.0)  # as if set by generated batches
+    weights = {k: v.clone() for k, v in D.state_dict().items() if "running" not in k and "num_batches" not in k}
+    images = dataset_images(read_dataset(mnist_dir), np.arange(500))
+    recalibrate_batchnorm(D, images, image_size=28, batch_size=100)
+    # The running mean is now the mean of the layer's input over the real images.
+    captured = []
+    hook = norm.register_forward_hook(lambda module, inp, out: captured.append(inp[0]))
+    with torch.no_grad():
+        D(images.float() / 127.5 - 1)
+    hook.remove()
+    torch.testing.assert_close(norm.running_mean, captured[0].mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not D.training
+    assert all(torch.equal(v, D.state_dict()[k]) for k, v in weights.items())

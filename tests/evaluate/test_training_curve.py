@@ -3,8 +3,12 @@
 import json
 import math
 
+import pytest
+
 from pipeline.config import EvaluateParams, Params
 from pipeline.evaluate.reference import compute_reference
+from pipeline.evaluate.run import DomainFID
+from pipeline.models import load_trained
 from pipeline.train import train
 
 from tests.evaluate.eval_helpers import make_params
@@ -22,11 +26,8 @@ def test_training_logs_the_domain_fid_curve(tmp_path, mnist_dir, classifier):
     run = {"model": "dcgan", "dataset": "mnist", "epochs": 3, "batch_size": 32, "max_images": 256,
            "ngf": 8, "ndf": 8, "nz": 16, "sample_every": 3, "device": "cpu"}
     params = Params(runs={"tiny": run}, evaluate=EvaluateParams(**evaluate))
-    reference = tmp_path / "reference" / "mnist"
-    compute_reference("mnist", mnist_dir, reference, params, classifier_path)
-
     run_dir = train("tiny", params, runs_dir=tmp_path / "runs", datasets_dir=mnist_dir.parent,
-                    reference_dir=reference.parent, classifier_dir=classifier_path.parent)
+                    classifier_dir=classifier_path.parent)
     # Epochs 2 (fid_every) and 3 (the last): DVCLive steps 1 and 2.
     fid = rows(run_dir, "fid_domain")
     assert [step for step, _ in fid] == ["1", "2"]
@@ -35,4 +36,10 @@ def test_training_logs_the_domain_fid_curve(tmp_path, mnist_dir, classifier):
     assert all(0 <= c <= 10 for c in coverage)
     final = json.loads((run_dir / "dvclive" / "metrics.json").read_text())
     assert final["fid_domain"] == float(fid[-1][1])
+    # The curve's last point is what evaluate's DomainFID gives against fid_reference's statistics.
+    reference = tmp_path / "reference" / "mnist"
+    compute_reference("mnist", mnist_dir, reference, params, classifier_path)
+    G, _, _ = load_trained(run_dir)
+    tracker = DomainFID(reference, classifier_path, "cpu")
+    assert tracker.score(G, 300, 16, params.evaluate.seed) == pytest.approx(final["fid_domain"], rel=1e-6)
     assert len(rows(run_dir, "loss_d")) == 3  # the loss curve is untouched
