@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from pipeline.models.blocks import BlockDiscriminator
+
 
 def _geometry(image_size: int) -> tuple[int, int]:
     """(base, k) with image_size == base * 2**k and k >= 1."""
@@ -55,7 +57,7 @@ class Generator(nn.Module):
         return self.net(z.view(z.shape[0], self.nz, 1, 1))
 
 
-class Discriminator(nn.Module):
+class Discriminator(BlockDiscriminator):
     def __init__(self, image_size: int = 64, channels: int = 3, ndf: int = 64):
         super().__init__()
         base, k = _geometry(image_size)
@@ -71,14 +73,3 @@ class Discriminator(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Conv2d(width, 1, base, 1, 0, bias=False)
         self.apply(init_weights)
-
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Activations of every conv block (B x C_i x H_i x W_i)."""
-        out, h = [], x
-        for block in self.blocks:
-            h = block(h)
-            out.append(h)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)[-1]).view(-1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.models.blocks import BlockDiscriminator
+
 
 class Generator(nn.Module):
     def __init__(self, nz: int = 100, image_size: int = 28, channels: int = 1, hidden: int = 256):
@@ -27,25 +29,14 @@ class Generator(nn.Module):
         return self.net(z.flatten(1)).view(-1, *self.shape)
 
 
-class Discriminator(nn.Module):
+class Discriminator(BlockDiscriminator):
     def __init__(self, image_size: int = 28, channels: int = 1, hidden: int = 256, dropout: float = 0.3):
         super().__init__()
         pixels = channels * image_size * image_size
         # Blocks are kept separate so the linear probe can read every hidden layer.
         self.blocks = nn.ModuleList([
-            nn.Sequential(nn.Linear(pixels, hidden * 4), nn.LeakyReLU(0.2), nn.Dropout(dropout)),      # B x 1024
+            nn.Sequential(nn.Flatten(), nn.Linear(pixels, hidden * 4), nn.LeakyReLU(0.2), nn.Dropout(dropout)),  # B x 1024
             nn.Sequential(nn.Linear(hidden * 4, hidden * 2), nn.LeakyReLU(0.2), nn.Dropout(dropout)),  # B x 512
             nn.Sequential(nn.Linear(hidden * 2, hidden), nn.LeakyReLU(0.2), nn.Dropout(dropout)),      # B x 256
         ])
         self.head = nn.Linear(hidden, 1)                                                               # B x 1 logit
-
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Activations of every hidden layer (B x F each)."""
-        out, h = [], x.flatten(1)
-        for block in self.blocks:
-            h = block(h)
-            out.append(h)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)[-1]).view(-1)
