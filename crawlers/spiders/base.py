@@ -177,7 +177,8 @@ class BoardSpider(scrapy.Spider):
                 self.stop("known")
                 return "stop"
             return None
-        self.known_in_row = 0
+        # Filtered posts below are neither new nor known: they leave the run of known posts as
+        # it is, or a board with many filtered posts would never reach stop_after_known.
         if post.rating not in p.ratings:
             self.skip("rating")
             return None
@@ -187,6 +188,7 @@ class BoardSpider(scrapy.Spider):
         if post.file_size is not None and post.file_size > p.max_file_size:
             self.skip("too_large")
             return None
+        self.known_in_row = 0
         self.in_flight_md5.add(md5)
         self.scheduled += 1
         return PostItem(

@@ -35,6 +35,21 @@ def test_refresh_fetches_only_new_posts_and_stops_early(tmp_path, out_dir):
     assert sorted(e["post_id"] for e in entries) == list(range(1, 28))
 
 
+def test_filtered_posts_do_not_break_the_run_of_known_posts(tmp_path, out_dir):
+    # 19, 18 and 17 are explicit (the board ignores the rating in the query): never stored.
+    posts = [make_post(i, rating="explicit" if i in (17, 18, 19) else "safe") for i in range(1, 21)]
+    with MockBoard("moebooru", posts, honor_rating_query=False) as board:
+        result, first = run_crawl(tmp_path, board, out_dir)
+        assert result.returncode == 0 and first["new"] == 17
+        before = len(board.log)
+        result, second = run_crawl(tmp_path, board, out_dir)
+        # Page 1 is 20..16, page 2 is 15..11. 20 known, 19-17 filtered, 16 and 15 known: three
+        # known in a row, so it stops at 15 (counting from zero again after 17 would go to 14).
+        assert second["new"] == 0 and second["stop_reason"] == "known"
+        assert second["skipped"]["known"] == 3 and second["skipped"]["rating"] == 3
+        assert [e["cursor"] for e in board.log[before:] if e["kind"] == "page"] == ["1", "2"]
+
+
 def test_kill_9_mid_crawl_then_resume_loses_nothing_and_duplicates_nothing(tmp_path, out_dir):
     posts = [make_post(i, width=96, height=96, fmt="JPEG" if i % 2 else "PNG") for i in range(1, 41)]
     with MockBoard("gelbooru", posts, image_delay=0.03) as board:
