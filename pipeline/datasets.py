@@ -47,15 +47,18 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder into place, replacing any previous version."""
+    """Move a finished temporary folder into place, replacing any previous version.
+
+    Also removes what writers killed earlier left beside `final`: their temporary folders
+    (`.<name>.tmp-*`) and any previous version moved aside (`.<name>.old-*`)."""
     final = Path(final)
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.rename(final, old)
     os.rename(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    for stale in (*final.parent.glob(f".{final.name}.tmp-*"), *final.parent.glob(f".{final.name}.old-*")):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 @dataclass

@@ -86,3 +86,12 @@ def test_mismatched_lengths_and_dtypes_are_refused(tmp_path):
     assert not (tmp_path / "ds").exists()
     with pytest.raises(ValueError, match="uint8"):
         write_dataset(tmp_path / "ds", images.astype(np.float32), split, source="unit")
+
+
+def test_leftovers_of_killed_writers_are_removed_on_the_next_write(tmp_path):
+    images, split, _ = sample()
+    (tmp_path / ".ds.tmp-abc123").mkdir()  # a writer killed mid-write
+    (tmp_path / ".ds.tmp-abc123" / "images.npy").write_bytes(b"half")
+    (tmp_path / ".ds.old-999").mkdir()  # killed between moving the old version aside and renaming
+    write_dataset(tmp_path / "ds", images, split, source="new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
