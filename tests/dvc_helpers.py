@@ -7,6 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The crawl_anime stage as dvc.yaml declares it, without its code deps (the throwaway repos of
+# the DVC tests hold no code; `python -m crawlers` comes from the installed project).
+CRAWL_ANIME_STAGE = """\
+  crawl_anime:
+    cmd: python -m crawlers crawl
+    params: [anime.crawl]
+    outs:
+      - data/raw/anime:
+          persist: true
+"""
+
 
 def run(cmd: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `cmd` in `cwd` with the virtualenv first on PATH (a stage's `python` is the venv's);

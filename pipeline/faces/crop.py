@@ -105,18 +105,22 @@ def crop_center(image: np.ndarray, side: int, size: int) -> np.ndarray:
     return cut_window(image, (left, top, left + side, top + side), size)
 
 
+def best_faces(images: Sequence[np.ndarray], detector: Detector) -> list[Detection | None]:
+    """The highest-scoring face of each image (the larger on a tie), None where none is found.
+    Pass images of one size together: MTCNN batches them on the device."""
+    return [max(found, key=lambda d: (d.score, d.side)) if found else None for found in detector.detect(images)]
+
+
 def crop_best_faces(images: Sequence[np.ndarray], detector: Detector, *, margin: float,
                     shift_up: float, size: int, fallback_side: int | None = None
                     ) -> list[np.ndarray | None]:
-    """One crop per image around its highest-scoring face (CelebA's `crop: mtcnn`).
+    """One crop per image around its highest-scoring face (see `best_faces`).
 
     Images without a face get the centre crop when `fallback_side` is set, else None.
-    Pass images of one size together: MTCNN batches them on the device.
     """
     crops: list[np.ndarray | None] = []
-    for image, found in zip(images, detector.detect(images)):
-        if found:
-            best = max(found, key=lambda d: (d.score, d.side))
+    for image, best in zip(images, best_faces(images, detector)):
+        if best is not None:
             crops.append(crop_square(image, best.box, margin, shift_up, size))
         elif fallback_side is not None:
             crops.append(crop_center(image, fallback_side, size))

@@ -163,29 +163,29 @@ class MtcnnCropper:
     finds no face."""
 
     def __init__(self, params: CelebaParams):
-        from pipeline.faces.crop import crop_square
         from pipeline.faces.detectors import make_detector
 
         self.params = params
-        self.crop_square = crop_square
         self.detector = make_detector("mtcnn", device=params.mtcnn_device, batch_size=params.mtcnn_batch_size,
                                       mtcnn_thresholds=params.mtcnn_thresholds)
 
     def __call__(self, images: list[np.ndarray]) -> tuple[list[np.ndarray | None], list[bool]]:
         """(crop per image, None where even the centre crop does not fit; face found per image)."""
+        from pipeline.faces.crop import best_faces, crop_square
+
         p = self.params
         crops: list[np.ndarray | None] = []
         found_face: list[bool] = []
-        for image, found in zip(images, self.detector.detect(images)):
-            if found:
-                best = max(found, key=lambda d: (d.score, d.side))
-                crops.append(self.crop_square(image, best.box, p.mtcnn_margin, p.mtcnn_shift_up, p.image_size))
+        for image, best in zip(images, best_faces(images, self.detector)):
+            if best is not None:
+                crops.append(crop_square(image, best.box, p.mtcnn_margin, p.mtcnn_shift_up, p.image_size))
             else:
+                # The stage's own centre crop (draft-aware rounding), as for crop: center.
                 try:
                     crops.append(center_crop_resize(Image.fromarray(image), p.center_crop, p.image_size))
                 except ImageTooSmall:
                     crops.append(None)
-            found_face.append(bool(found))
+            found_face.append(best is not None)
         return crops, found_face
 
 

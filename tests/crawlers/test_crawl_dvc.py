@@ -8,20 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.dvc_helpers import run
+from tests.dvc_helpers import CRAWL_ANIME_STAGE, run
 
 from crawl_helpers import USER_AGENT, check_manifest_integrity
 from mock_board import MockBoard, make_post
 
-DVC_YAML = """\
-stages:
-  crawl_anime:
-    cmd: python -m crawlers crawl
-    params: [anime.crawl]
-    outs:
-      - data/raw/anime:
-          persist: true
-"""
+DVC_YAML = "stages:\n" + CRAWL_ANIME_STAGE
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.dvc_helpers import run
+from tests.dvc_helpers import CRAWL_ANIME_STAGE, run
 
 from pipeline.datasets import read_dataset
 
@@ -18,14 +18,7 @@ from .conftest import ANIME_DEV, CASCADE, ROOT
 sys.path.insert(0, str(ROOT / "tests" / "crawlers"))  # the crawler tests' mock board
 from mock_board import MockBoard, MockPost  # noqa: E402
 
-DVC_YAML = """\
-stages:
-  crawl_anime:
-    cmd: python -m crawlers crawl
-    params: [anime.crawl]
-    outs:
-      - data/raw/anime:
-          persist: true
+DVC_YAML = "stages:\n" + CRAWL_ANIME_STAGE + """\
   crop_anime_faces:
     cmd: python -m pipeline crop-faces
     deps: [data/raw/anime]
