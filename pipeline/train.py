@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -143,9 +142,7 @@ def trim_history(live_dir: Path, epochs_done: int) -> None:
         header, *rows = tsv.read_text().splitlines(keepends=True)
         kept = [row for row in rows if int(row.split("\t", 1)[0]) < epochs_done]
         if len(kept) != len(rows):
-            tmp = tsv.with_name(f".{tsv.name}.tmp")
-            tmp.write_text(header + "".join(kept))
-            os.replace(tmp, tsv)
+            write_bytes_atomic(tsv, (header + "".join(kept)).encode())
 
 
 @dataclass(frozen=True)
