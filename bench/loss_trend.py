@@ -1,12 +1,13 @@
 """The same short dcgan-mnist run on the GPU (auto speed settings) and on the CPU (fp32):
 per-epoch losses side by side, and the wall time of each. Not a test; bench/gpu_check.sh runs it.
 
-    .venv/bin/python bench/loss_trend.py [--mnist ../shared/data/mnist] [--epochs 3] [--images 10000]
+    .venv/bin/python bench/loss_trend.py [--mnist $SHARED_DIR/data/mnist] [--epochs 3] [--images 10000]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pipeline.ingest.mnist import ingest_mnist
 from pipeline.train import train
 
 REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))  # set by bench/gpu_check.sh
 
 
 def losses(run_dir: Path, name: str) -> list[float]:
@@ -26,7 +28,7 @@ def losses(run_dir: Path, name: str) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mnist", default=str(REPO.parent / "shared" / "data" / "mnist"))
+    parser.add_argument("--mnist", default=str(SHARED / "data" / "mnist"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/loss_trend"))

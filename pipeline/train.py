@@ -74,6 +74,12 @@ def save_grid(images: torch.Tensor, path: Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
+def fid_point_due(done: int, epochs: int, fid_every: int) -> bool:
+    """Whether the fid_domain curve gets a point after epoch `done` (1-based): every
+    `fid_every` epochs, and always after the last one."""
+    return done % fid_every == 0 or done == epochs
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
@@ -371,7 +377,7 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
                     live.log_metric(name, value)
                 live.log_metric("images_per_s", n_images / seconds)
                 progress.set_postfix(epoch=done, loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}")
-                if tracker is not None and (done % fid_every == 0 or done == run.epochs):
+                if tracker is not None and fid_point_due(done, run.epochs, fid_every):
                     for name, value in tracker(G).items():
                         live.log_metric(name, value)
                 if done % run.sample_every == 0 or done == run.epochs:

@@ -1,0 +1,181 @@
+"""How long the training of each default run takes on this machine: an estimate per run from
+timings of the real training loop (pipeline.train.train) with the run's own params.yaml entry.
+
+For each run, three fresh trainings are timed whole: E1, E1 and E2 epochs (default 1, 1, 4).
+The difference of the last two is the wall time of one more epoch (the steps, the sample grid,
+the checkpoint), of which the steps' share comes from the images/s the loop logs. The rest of
+the first call is the fixed cost, as one `python -m pipeline train` pays it: the first call's
+imports and device start-up, moving the data to the device, building the models, the final
+exports. One fid_domain point (MNIST runs, every evaluate.fid_every epochs) is timed on its
+own. Then
+
+    estimate = fixed + epochs x per_epoch + fid_points x per_point
+
+Data: MNIST is the real one (--mnist); CelebA is a stand-in of random images of the real count
+(162,770 train, 64x64x3), since a step costs the same whatever the pixels; anime has the crop
+count of data/datasets/anime when that exists, else --anime-images. On the CPU an epoch is
+timed on --max-images images (default 2,048) and its steps are scaled to the full count.
+Evaluation (evaluate@<run>) is not included. Not a test:
+
+    .venv/bin/python bench/repro_time.py [--device auto] [--runs dcgan-mnist ...] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import MnistParams, load_params
+from pipeline.datasets import SPLITS, DatasetWriter, read_dataset
+from pipeline.device import resolve_device
+from pipeline.evaluate.classifier import train_mnist_classifier
+from pipeline.evaluate.reference import DOMAIN_DATASETS
+from pipeline.ingest.mnist import ingest_mnist
+from pipeline.models import build_models
+from pipeline.train import domain_tracker, fid_point_due, train
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))  # set by bench/gpu_check.sh
+CELEBA_TRAIN = 162_770  # the official partition's train split
+
+
+def stand_in_dataset(out: Path, count: int, size: int, channels: int) -> None:
+    """Random uint8 images, all in the train split: the step time of real ones at that count."""
+    rng = np.random.default_rng(0)
+    with DatasetWriter(out, count, (size, size, channels), source="stand-in") as writer:
+        for start in range(0, count, 10_000):
+            stop = min(count, start + 10_000)
+            writer.images[start:stop] = rng.integers(0, 256, (stop - start, size, size, channels), dtype=np.uint8)
+        writer.split[:] = SPLITS["train"]
+
+
+def fid_points(epochs: int, fid_every: int) -> int:
+    """How many fid_domain points pipeline.train logs in a run of `epochs` epochs."""
+    return sum(fid_point_due(done, epochs, fid_every) for done in range(1, epochs + 1))
+
+
+def timed_training(name: str, params, epochs: int, cap: int | None, device: torch.device, work: Path,
+                   datasets: Path, classifier: Path) -> tuple[float, float]:
+    """(wall seconds of the whole call, median seconds of the training steps of one epoch
+    after the first), the latter from the images/s the loop logs per epoch."""
+    run = params.runs[name].model_copy(update={"epochs": epochs, "max_images": cap, "device": str(device)})
+    short = params.model_copy(update={"runs": {name: run}})
+    runs_dir = work / "runs"
+    shutil.rmtree(runs_dir, ignore_errors=True)  # a fresh run, never a resumed one
+    start = time.perf_counter()
+    run_dir = train(name, short, runs_dir=runs_dir, datasets_dir=datasets, classifier_dir=classifier)
+    wall = time.perf_counter() - start
+    rows = (run_dir / "dvclive" / "plots" / "metrics" / "images_per_s.tsv").read_text().splitlines()[1:]
+    rates = [float(row.split("\t")[1]) for row in rows][1:] or [float("nan")]
+    images = len(read_dataset(datasets / run.dataset, verify=False).indices("train")[:cap])
+    return wall, float(np.median([images / rate for rate in rates]))
+
+
+def time_fid_point(name: str, params, device: torch.device, datasets: Path, classifier: Path) -> float:
+    """Seconds of one fid_domain point during training (0 where the dataset has none)."""
+    run = params.runs[name]
+    tracker = domain_tracker(name, params, device, datasets, classifier)
+    if tracker is None:
+        return 0.0
+    dataset = read_dataset(datasets / run.dataset, verify=False)
+    G, _ = build_models(run.model, image_size=dataset.image_size, channels=dataset.channels,
+                        nz=run.nz, ngf=run.ngf, ndf=run.ndf)
+    G.to(device).eval()
+    tracker(G)  # warm-up
+    start = time.perf_counter()
+    tracker(G)
+    return time.perf_counter() - start
+
+
+def hms(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=str(REPO / "params.yaml"))
+    parser.add_argument("--runs", nargs="*", help="default: every run in params.yaml")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--mnist", default=str(SHARED / "data" / "mnist"), help="a folder of the MNIST IDX files")
+    parser.add_argument("--anime-images", type=int, default=20_000,
+                        help="crop count assumed for anime when data/datasets/anime does not exist")
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="images per timed epoch (default: all on CUDA, 2,048 elsewhere)")
+    parser.add_argument("--epochs", type=int, nargs=2, default=(1, 4), metavar=("E1", "E2"))
+    parser.add_argument("--out", type=Path, help="also write the figures to OUT/repro_time.json")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    e1, e2 = args.epochs
+    if not 0 < e1 < e2:
+        parser.error("--epochs: need 0 < E1 < E2")
+    cap = args.max_images if args.max_images else (None if device.type == "cuda" else 2048)
+    params = load_params(args.params)
+    names = args.runs or list(params.runs)
+    name_of = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device: {name_of} | torch {torch.__version__} | timed epochs {e1} and {e2}"
+          f" | images per timed epoch: {cap or 'all'}")
+
+    with tempfile.TemporaryDirectory(prefix="repro_time-") as scratch:
+        work, datasets = Path(scratch), Path(scratch) / "datasets"
+        classifier = work / "classifier"
+        full_counts: dict[str, int] = {}
+        rows = []
+        for name in names:
+            run = params.run(name)
+            if run.dataset not in full_counts:
+                if run.dataset == "mnist":
+                    ingest_mnist(MnistParams(source=args.mnist), datasets / "mnist")
+                    full_counts["mnist"] = len(read_dataset(datasets / "mnist", verify=False).indices("train"))
+                else:
+                    real = REPO / "data" / "datasets" / run.dataset / "meta.json"
+                    if run.dataset == "anime" and real.is_file():
+                        full = json.loads(real.read_text())["counts"]["train"]
+                    else:
+                        full = CELEBA_TRAIN if run.dataset == "celeba" else args.anime_images
+                    full_counts[run.dataset] = full
+                    stand_in_dataset(datasets / run.dataset, min(full, cap or full), 64, 3)
+            if run.dataset in DOMAIN_DATASETS and not (classifier / "classifier.pt").is_file():
+                train_mnist_classifier(datasets / "mnist", classifier, params)
+            full = full_counts[run.dataset]
+            used = min(full, cap or full)
+            # The first call pays what only a process's first training pays (imports, lazy
+            # initialisation, cuDNN's first kernels): it belongs to the fixed cost, not to the
+            # per-epoch difference.
+            w0, _ = timed_training(name, params, e1, cap, device, work, datasets, classifier)
+            w1, _ = timed_training(name, params, e1, cap, device, work, datasets, classifier)
+            w2, steps = timed_training(name, params, e2, cap, device, work, datasets, classifier)
+            point = time_fid_point(name, params, device, datasets, classifier)
+            every = params.evaluate.fid_every
+            per_epoch = ((w2 - w1) - (fid_points(e2, every) - fid_points(e1, every)) * point) / (e2 - e1)
+            fixed = w0 - e1 * per_epoch - fid_points(e1, every) * point
+            points = fid_points(run.epochs, every) if point else 0
+            # Only the steps grow with the image count; the rest of an epoch (sample grid,
+            # checkpoint) does not.
+            per_epoch_full = steps * full / used + (per_epoch - steps)
+            estimate = fixed + run.epochs * per_epoch_full + points * point
+            row = {"run": name, "train_images": full, "timed_images": used, "epochs": run.epochs,
+                   "per_epoch_s": per_epoch_full, "steps_images_per_s": used / steps,
+                   "epoch_overhead_s": per_epoch - steps, "fixed_s": fixed, "fid_points": points,
+                   "per_fid_point_s": point, "estimate_s": estimate}
+            rows.append(row)
+            print(f"{name:>14}: {run.epochs} epochs x {full:,} images: {per_epoch_full:8.1f} s/epoch "
+                  f"(steps {row['steps_images_per_s']:,.0f} img/s + {row['epoch_overhead_s']:.1f} s), fixed "
+                  f"{fixed:5.1f} s, {points} fid points x {point:.1f} s  ->  {hms(estimate)} (h:mm:ss)", flush=True)
+    print(f"{'all':>14}: {hms(sum(r['estimate_s'] for r in rows))} (h:mm:ss), training only")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "repro_time.json").write_text(json.dumps(
+            {"device": name_of, "torch": torch.__version__, "epochs_timed": [e1, e2], "runs": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
