@@ -1,5 +1,6 @@
 """The same short dcgan-mnist run on the GPU (auto speed settings) and on the CPU (fp32):
-per-epoch losses side by side, and the wall time of each. Not a test; bench/gpu_check.sh runs it.
+per-epoch losses side by side, and the wall time of each; exits 1 when a GPU loss is further
+than 25% from the CPU one (tests/test_gpu.py's bound). Not a test; bench/gpu_check.sh runs it.
 
     .venv/bin/python bench/loss_trend.py [--mnist $SHARED_DIR/data/mnist] [--epochs 3] [--images 10000]
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +43,7 @@ def main() -> None:
     for device in devices:
         run = {"model": "dcgan", "dataset": "mnist", "epochs": args.epochs, "batch_size": 128,
                "device": device, "sample_every": args.epochs}
+        shutil.rmtree(args.out / device, ignore_errors=True)  # a fresh run: never resume an earlier one
         start = time.perf_counter()
         run_dir = train("trend", Params.model_validate({"runs": {"trend": run}}),
                         runs_dir=args.out / device, datasets_dir=datasets)
@@ -47,6 +51,16 @@ def main() -> None:
     for device, (seconds, loss_d, loss_g) in results.items():
         print(f"{device:>5}: {seconds:7.1f} s  loss_d {' '.join(f'{v:.3f}' for v in loss_d)}"
               f"  loss_g {' '.join(f'{v:.3f}' for v in loss_g)}")
+    if "cuda" in results:
+        # Other kernels and bf16: the same trend, not the same bits (the bound of tests/test_gpu.py).
+        apart = [(name, epoch + 1, gpu, cpu)
+                 for i, name in ((1, "loss_d"), (2, "loss_g"))
+                 for epoch, (gpu, cpu) in enumerate(zip(results["cuda"][i], results["cpu"][i]))
+                 if not abs(gpu - cpu) < 0.25 * max(1.0, abs(cpu))]
+        for name, epoch, gpu, cpu in apart:
+            print(f"{name} of epoch {epoch}: GPU {gpu:.3f} vs CPU {cpu:.3f}, further apart than 25%")
+        print("trend: " + ("GPU and CPU losses diverge" if apart else "GPU losses follow the CPU run's"))
+        sys.exit(1 if apart else 0)
 
 
 if __name__ == "__main__":

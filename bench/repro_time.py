@@ -156,15 +156,17 @@ def main() -> None:
             point = time_fid_point(name, params, device, datasets, classifier)
             every = params.evaluate.fid_every
             per_epoch = ((w2 - w1) - (fid_points(e2, every) - fid_points(e1, every)) * point) / (e2 - e1)
-            fixed = w0 - e1 * per_epoch - fid_points(e1, every) * point
+            # Differences of timings can undershoot a cost that is near zero; none is negative.
+            fixed = max(0.0, w0 - e1 * per_epoch - fid_points(e1, every) * point)
             points = fid_points(run.epochs, every) if point else 0
             # Only the steps grow with the image count; the rest of an epoch (sample grid,
             # checkpoint) does not.
-            per_epoch_full = steps * full / used + (per_epoch - steps)
+            overhead = max(0.0, per_epoch - steps)
+            per_epoch_full = steps * full / used + overhead
             estimate = fixed + run.epochs * per_epoch_full + points * point
             row = {"run": name, "train_images": full, "timed_images": used, "epochs": run.epochs,
                    "per_epoch_s": per_epoch_full, "steps_images_per_s": used / steps,
-                   "epoch_overhead_s": per_epoch - steps, "fixed_s": fixed, "fid_points": points,
+                   "epoch_overhead_s": overhead, "fixed_s": fixed, "fid_points": points,
                    "per_fid_point_s": point, "estimate_s": estimate}
             rows.append(row)
             print(f"{name:>14}: {run.epochs} epochs x {full:,} images: {per_epoch_full:8.1f} s/epoch "
