@@ -84,14 +84,32 @@ class PostLog:
         self._handle.close()
 
 
-def read_log(path: Path | str) -> list[dict[str, Any]]:
-    """All complete lines of a manifest (for the crop stage and tests)."""
+def read_log(path: Path | str, *, strings: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Every complete line of a log, as the crop stage and the tests read it. A last line cut
+    short by a killed crawl is skipped (the next crawl trims it); any other bad line, or one
+    without a string under each key of `strings`, is an error that names the file and line."""
     path = Path(path)
-    if not path.exists():
-        return []
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run the crawl_anime stage first")
     lines = path.read_text(encoding="utf-8").split("\n")
     # The last element is "" for a complete file, or a partial line cut by a kill.
-    return [json.loads(line) for line in lines[:-1] if line]
+    if lines[-1]:
+        logger.warning("%s: ignoring a partial last line (an interrupted crawl)", path)
+    entries = []
+    for number, line in enumerate(lines[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from None
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}:{number}: a log line must be a JSON object")
+        for key in strings:
+            if not isinstance(entry.get(key), str):
+                raise ValueError(f"{path}:{number}: a log line needs a {key!r} string")
+        entries.append(entry)
+    return entries
 
 
 class CrawlMemory:

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from crawlers.manifest import read_log
 from pipeline.config import DATASETS_DIR, RAW_ANIME_DIR, AnimeFacesParams
 from pipeline.datasets import SPLITS, DatasetWriter
 from pipeline.faces.detectors import Detection, Detector, detector_from_params
@@ -140,28 +141,6 @@ class Page:
     problem: str | None = None  # missing | corrupt | monochrome | duplicate_source
 
 
-def read_manifest(path: Path) -> list[dict[str, Any]]:
-    """Every complete line of the crawl's manifest; a line cut short by a killed crawl is skipped."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run the crawl_anime stage first")
-    data = path.read_text(encoding="utf-8")
-    lines = data.split("\n")
-    if lines and lines[-1]:
-        logger.warning("%s: ignoring a partial last line (an interrupted crawl)", path)
-    entries = []
-    for number, line in enumerate(lines[:-1], 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from None
-        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
-            raise ValueError(f"{path}:{number}: a manifest line needs a 'sha256' string")
-        entries.append(entry)
-    return entries
-
-
 def _post_order(entry: dict[str, Any]) -> tuple:
     # Oldest post first (numeric ids compare as numbers), so of two uploads of one picture
     # the earlier one is kept, whatever order the crawl stored them in.
@@ -253,7 +232,7 @@ def crop_anime_faces(params: AnimeFacesParams, raw_dir: Path | str = RAW_ANIME_D
                      detector: Detector | None = None, progress: bool = True) -> dict[str, Any]:
     """Detect, crop, clean and write the anime face dataset; returns the summary in meta.json."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    entries = sorted(read_manifest(raw_dir / "manifest.jsonl"), key=_post_order)
+    entries = sorted(read_log(raw_dir / "manifest.jsonl", strings=("sha256",)), key=_post_order)
     if detector is None:
         # The detectors' own smallest sizes (20-43 px) are below the default min_face_size;
         # search smaller only when asked to keep smaller faces.
