@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The GPU check, for a machine with one CUDA GPU (about 5 minutes on one H100):
+# The GPU check, for a machine with one CUDA GPU (estimated 5 to 7 minutes on one H100; not yet run on one):
 #   1. the test suite's GPU-marked tests (bf16 vs fp32 vs CPU numerics, the auto settings);
 #   2. bench/train_speed.py for the four default model shapes (ours vs the reference loop);
 #   3. a short dcgan-mnist run on the GPU next to the same run on the CPU: losses per epoch;
-#   4. bench/repro_time.py: the training time of each default run on this GPU.
+#   4. bench/repro_time.py: the training time of each default run on this GPU;
+#   5. last, as it may be slow to compile: whether `compile: true` (torch.compile) speeds a step up.
 # Run from the repository root, after `make setup`, or on a bare machine with python3 and
 # torch after `bash bench/gpu_prepare.sh` has packed .gpu/ beside it (see that script):
 #     bash bench/gpu_check.sh
@@ -11,10 +12,10 @@
 # exit status and seconds, and the script fails if any step did. Figures go to $OUT.
 # `--dry-run` runs every step tiny on the CPU, to check the script itself where no GPU is.
 set -uo pipefail
-DEVICE=cuda SPEED=(--steps 200 --repeats 3) TREND=() REPRO=()
+DEVICE=cuda SPEED=(--steps 200 --repeats 3) TREND=() REPRO=() COMPILE=(--steps 200)
 if [ "${1:-}" = "--dry-run" ]; then
     DEVICE=cpu SPEED=(--steps 2 --repeats 1) TREND=(--epochs 1 --images 1024)
-    REPRO=(--runs dcgan-celeba --max-images 256)
+    REPRO=(--runs dcgan-celeba --max-images 256) COMPILE=(--steps 2)
 fi
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check}
@@ -54,6 +55,8 @@ step "2. train_speed (ours vs reference)" train_speed.txt \
     "$PY" bench/train_speed.py --device "$DEVICE" "${SPEED[@]}"
 step "3. loss trend, GPU vs CPU" loss_trend.txt "$PY" bench/loss_trend.py --out /tmp/gpu_check_trend "${TREND[@]}"
 step "4. repro_time per default run" repro_time.txt "$PY" bench/repro_time.py --device "$DEVICE" --out "$OUT" "${REPRO[@]}"
+step "5. torch.compile vs not" compile.txt timeout 300 "$PY" bench/train_speed.py --device "$DEVICE" \
+    --shapes dcgan-mnist dcgan-celeba --repeats 1 --compile "${COMPILE[@]}"
 
 echo "== summary"
 failed=0

@@ -9,9 +9,11 @@ device and the same uint8 images:
 - reference: the pytorch/examples DCGAN loop: a DataLoader over the images (per-item
   conversion to float, default collate, a host-to-device copy per batch), fp32, no tricks.
 
-Prints one line per model and the ratio ours/reference. Not a test: run it by hand,
+Prints one line per model and the ratio ours/reference; `--compile` adds our loop with
+`compile: true` (torch.compile), to see whether that param should default on for a device.
+Not a test: run it by hand,
 
-    .venv/bin/python bench/train_speed.py [--device auto] [--steps 30] [--repeats 3]
+    .venv/bin/python bench/train_speed.py [--device auto] [--steps 30] [--repeats 3] [--compile]
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pipeline.config import RunParams
 from pipeline.device import resolve_device
 from pipeline.distributed import World
 from pipeline.models import build_models
-from pipeline.train import GANStep, Speed, to_float
+from pipeline.train import GANStep, Speed, prepare_models, to_float
 
 # (run, model, image size, channels): the default runs' shapes.
 SHAPES = [("gan-mnist", "gan", 28, 1), ("dcgan-mnist", "dcgan", 28, 1),
@@ -53,11 +55,7 @@ def sync(device: torch.device) -> None:
 
 def time_ours(run: RunParams, images: torch.Tensor, device: torch.device, steps: int) -> float:
     speed = Speed.resolve(run, device)
-    torch.manual_seed(0)
-    G, D = build_models(run.model, image_size=images.shape[1], channels=images.shape[3], nz=run.nz)
-    memory = torch.channels_last if speed.channels_last else torch.contiguous_format
-    G.to(device, memory_format=memory)
-    D.to(device, memory_format=memory)
+    G, D, _, _ = prepare_models(run, images.shape[1], images.shape[3], device, speed, World())
     step = GANStep(G, D, run, speed, device, World())
     data = images.to(device)
     n = len(data)
@@ -66,7 +64,7 @@ def time_ours(run: RunParams, images: torch.Tensor, device: torch.device, steps:
         idx = torch.randint(0, n, (run.batch_size,), device=device)
         step([to_float(data[idx], speed.channels_last)])
 
-    for i in range(3):  # warm-up (cuDNN autotuning, allocator)
+    for i in range(3):  # warm-up (cuDNN autotuning, allocator, torch.compile)
         one(i)
     sync(device)
     start = time.perf_counter()
@@ -128,13 +126,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="trials per loop; the best is reported")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--images", type=int, default=8192, help="synthetic uint8 images per shape")
+    parser.add_argument("--shapes", nargs="+", choices=[shape[0] for shape in SHAPES],
+                        default=[shape[0] for shape in SHAPES], help="default: all four")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time our loop with `compile: true` (one trial; compiling is warm-up)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     steps = args.steps or (200 if device.type == "cuda" else 20)
     print(f"device {device}, batch {args.batch_size}, {steps} steps x best of {args.repeats}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'run':<14}{'ours img/s':>12}{'reference img/s':>17}{'ratio':>8}   settings")
+    compiled_header = f"{'compiled img/s':>16}" if args.compile else ""
+    print(f"{'run':<14}{'ours img/s':>12}{'reference img/s':>17}{'ratio':>8}{compiled_header}   settings")
     for name, model, size, channels in SHAPES:
+        if name not in args.shapes:
+            continue
         run = RunParams(model=model, dataset="mnist", batch_size=args.batch_size, device=args.device)
         images = torch.randint(0, 256, (args.images, size, size, channels), dtype=torch.uint8,
                                generator=torch.Generator().manual_seed(0))
@@ -142,10 +147,14 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved, so a load change hits both loops alike
             ours = max(ours, time_ours(run, images, device, steps))
             ref = max(ref, time_reference(run, images, device, steps))
+        compiled = ""
+        if args.compile:
+            compiled_run = run.model_copy(update={"compile": True})
+            compiled = f"{time_ours(compiled_run, images, device, steps):>16.0f}"
         speed = Speed.resolve(run, device)
         settings = (f"amp={'bf16' if speed.amp_dtype else 'fp32'} channels_last={speed.channels_last} "
                     f"fused_adam={speed.fused_adam}")
-        print(f"{name:<14}{ours:>12.0f}{ref:>17.0f}{ours / ref:>8.2f}   {settings}", flush=True)
+        print(f"{name:<14}{ours:>12.0f}{ref:>17.0f}{ours / ref:>8.2f}{compiled}   {settings}", flush=True)
 
 
 if __name__ == "__main__":
