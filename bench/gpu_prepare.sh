@@ -23,12 +23,21 @@ print(" ".join(f"{name}=={md.version(name)}" for name in names if name))
 PYEOF
 )
 for spec in $specs; do
-    # A wheel for that Python and x86-64 Linux (or a pure-Python one); else build one from the
-    # sdist, which only works for pure-Python packages (the binary ones all ship wheels).
-    "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PYVER" \
-        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 -d .gpu/wheels "$spec" 2>/dev/null \
-    || "$PY" -m pip wheel --quiet --no-deps -w .gpu/wheels "$spec"
+    # A wheel for that Python and x86-64 Linux, or a pure-Python one.
+    if ! "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PYVER" \
+            --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+            --platform manylinux2014_x86_64 -d .gpu/wheels "$spec"; then
+        # No such wheel: build one from the sdist, which is right only for a pure-Python
+        # package (a binary one built here would not load on that machine's Python).
+        echo "$spec: no wheel to download; building one from its sdist"
+        mkdir -p .gpu/built
+        "$PY" -m pip wheel --quiet --no-deps -w .gpu/built "$spec"
+        for wheel in .gpu/built/*.whl; do
+            [[ $wheel == *-none-any.whl ]] || { echo "$wheel: not pure Python; cannot pack it for Python $PYVER" >&2; exit 1; }
+            mv "$wheel" .gpu/wheels/
+        done
+    fi
 done
+rm -rf .gpu/built
 cp -r "$SHARED/data/mnist" .gpu/shared/data/mnist
 echo "$(ls .gpu/wheels | wc -l) wheels; $(du -sh .gpu | cut -f1) in .gpu/ (the GPU tool's carry limit is 64 MiB)"

@@ -2,20 +2,21 @@
 timings of the real training loop (pipeline.train.train) with the run's own params.yaml entry.
 
 For each run, three fresh trainings are timed whole: E1, E1 and E2 epochs (default 1, 1, 4).
-The difference of the last two is the wall time of one more epoch (the steps, the sample grid,
-the checkpoint), of which the steps' share comes from the images/s the loop logs. The rest of
-the first call is the fixed cost, as one `python -m pipeline train` pays it: the first call's
-imports and device start-up, moving the data to the device, building the models, the final
-exports. One fid_domain point (MNIST runs, every evaluate.fid_every epochs) is timed on its
-own. Then
+The difference of the last two is the wall time of one more epoch (the steps, the checkpoint,
+and the sample grid where `sample_every` is 1), of which the steps' share comes from the
+images/s the loop logs. The rest of the first call is the fixed cost: moving the data to the
+device, building the models, the final exports, and for the first run timed, lazy
+initialisation. Python's start-up and imports are not in it, nor, where the epochs are timed
+on fewer images (the CPU), reading and checking the whole dataset (seconds). One fid_domain
+point (MNIST runs, every evaluate.fid_every epochs) is timed on its own. Then
 
     estimate = fixed + epochs x per_epoch + fid_points x per_point
 
 Data: MNIST is the real one (--mnist); CelebA is a stand-in of random images of the real count
-(162,770 train, 64x64x3), since a step costs the same whatever the pixels; anime has the crop
-count of data/datasets/anime when that exists, else --anime-images. On the CPU an epoch is
-timed on --max-images images (default 2,048) and its steps are scaled to the full count.
-Evaluation (evaluate@<run>) is not included. Not a test:
+(162,770 train images at celeba.image_size), since a step costs the same whatever the pixels;
+anime has the crop count of data/datasets/anime when that exists, else --anime-images. On the
+CPU an epoch is timed on --max-images images (default 2,048) and its steps are scaled to the
+full count in whole batches. Evaluation (evaluate@<run>) is not included. Not a test:
 
     .venv/bin/python bench/repro_time.py [--device auto] [--runs dcgan-mnist ...] [--out DIR]
 """
@@ -142,30 +143,33 @@ def main() -> None:
                     else:
                         full = CELEBA_TRAIN if run.dataset == "celeba" else args.anime_images
                     full_counts[run.dataset] = full
-                    stand_in_dataset(datasets / run.dataset, min(full, cap or full), 64, 3)
+                    size = params.celeba.image_size if run.dataset == "celeba" else params.anime.faces.image_size
+                    stand_in_dataset(datasets / run.dataset, min(full, cap or full), size, 3)
             if run.dataset in DOMAIN_DATASETS and not (classifier / "classifier.pt").is_file():
                 train_mnist_classifier(datasets / "mnist", classifier, params)
-            full = full_counts[run.dataset]
-            used = min(full, cap or full)
-            # The first call pays what only a process's first training pays (imports, lazy
+            full = min(full_counts[run.dataset], run.max_images or full_counts[run.dataset])
+            run_cap = min(cap or full, full)
+            used = run_cap
+            per_update = run.batch_size * run.d_steps  # an epoch trains only whole G updates
+            # The first call pays what only a process's first training pays (lazy
             # initialisation, cuDNN's first kernels): it belongs to the fixed cost, not to the
             # per-epoch difference.
-            w0, _ = timed_training(name, params, e1, cap, device, work, datasets, classifier)
-            w1, _ = timed_training(name, params, e1, cap, device, work, datasets, classifier)
-            w2, steps = timed_training(name, params, e2, cap, device, work, datasets, classifier)
+            w0, _ = timed_training(name, params, e1, run_cap, device, work, datasets, classifier)
+            w1, _ = timed_training(name, params, e1, run_cap, device, work, datasets, classifier)
+            w2, steps = timed_training(name, params, e2, run_cap, device, work, datasets, classifier)
             point = time_fid_point(name, params, device, datasets, classifier)
             every = params.evaluate.fid_every
             per_epoch = ((w2 - w1) - (fid_points(e2, every) - fid_points(e1, every)) * point) / (e2 - e1)
             # Differences of timings can undershoot a cost that is near zero; none is negative.
             fixed = max(0.0, w0 - e1 * per_epoch - fid_points(e1, every) * point)
             points = fid_points(run.epochs, every) if point else 0
-            # Only the steps grow with the image count; the rest of an epoch (sample grid,
-            # checkpoint) does not.
+            # Only the steps grow with the image count (in whole batches); the rest of an epoch
+            # (sample grid, checkpoint) does not.
             overhead = max(0.0, per_epoch - steps)
-            per_epoch_full = steps * full / used + overhead
+            per_epoch_full = steps * (full // per_update) / (used // per_update) + overhead
             estimate = fixed + run.epochs * per_epoch_full + points * point
             row = {"run": name, "train_images": full, "timed_images": used, "epochs": run.epochs,
-                   "per_epoch_s": per_epoch_full, "steps_images_per_s": used / steps,
+                   "per_epoch_s": per_epoch_full, "steps_images_per_s": used // per_update * per_update / steps,
                    "epoch_overhead_s": overhead, "fixed_s": fixed, "fid_points": points,
                    "per_fid_point_s": point, "estimate_s": estimate}
             rows.append(row)
