@@ -18,15 +18,11 @@ import torch
 
 from pipeline.config import MnistParams, Params
 from pipeline.ingest.mnist import ingest_mnist
+from pipeline.report import read_curves
 from pipeline.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))  # set by bench/gpu_check.sh
-
-
-def losses(run_dir: Path, name: str) -> list[float]:
-    rows = (run_dir / "dvclive" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()[1:]
-    return [float(row.split("\t")[1]) for row in rows]
 
 
 def main() -> None:
@@ -47,7 +43,8 @@ def main() -> None:
         start = time.perf_counter()
         run_dir = train("trend", Params.model_validate({"runs": {"trend": run}}),
                         runs_dir=args.out / device, datasets_dir=datasets)
-        results[device] = (time.perf_counter() - start, losses(run_dir, "loss_d"), losses(run_dir, "loss_g"))
+        curves = read_curves(run_dir / "dvclive")
+        results[device] = (time.perf_counter() - start, curves["loss_d"][1], curves["loss_g"][1])
     for device, (seconds, loss_d, loss_g) in results.items():
         print(f"{device:>5}: {seconds:7.1f} s  loss_d {' '.join(f'{v:.3f}' for v in loss_d)}"
               f"  loss_g {' '.join(f'{v:.3f}' for v in loss_g)}")

@@ -41,6 +41,7 @@ from pipeline.evaluate.classifier import train_mnist_classifier
 from pipeline.evaluate.reference import DOMAIN_DATASETS
 from pipeline.ingest.mnist import ingest_mnist
 from pipeline.models import build_models
+from pipeline.report import read_curves
 from pipeline.train import domain_tracker, fid_point_due, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,20 +64,19 @@ def fid_points(epochs: int, fid_every: int) -> int:
     return sum(fid_point_due(done, epochs, fid_every) for done in range(1, epochs + 1))
 
 
-def timed_training(name: str, params, epochs: int, cap: int | None, device: torch.device, work: Path,
+def timed_training(name: str, params, epochs: int, images: int, device: torch.device, work: Path,
                    datasets: Path, classifier: Path) -> tuple[float, float]:
     """(wall seconds of the whole call, median seconds of the training steps of one epoch
-    after the first), the latter from the images/s the loop logs per epoch."""
-    run = params.runs[name].model_copy(update={"epochs": epochs, "max_images": cap, "device": str(device)})
+    after the first) of a training on the first `images` train images, the latter from the
+    images/s the loop logs per epoch."""
+    run = params.runs[name].model_copy(update={"epochs": epochs, "max_images": images, "device": str(device)})
     short = params.model_copy(update={"runs": {name: run}})
     runs_dir = work / "runs"
     shutil.rmtree(runs_dir, ignore_errors=True)  # a fresh run, never a resumed one
     start = time.perf_counter()
     run_dir = train(name, short, runs_dir=runs_dir, datasets_dir=datasets, classifier_dir=classifier)
     wall = time.perf_counter() - start
-    rows = (run_dir / "dvclive" / "plots" / "metrics" / "images_per_s.tsv").read_text().splitlines()[1:]
-    rates = [float(row.split("\t")[1]) for row in rows][1:] or [float("nan")]
-    images = len(read_dataset(datasets / run.dataset, verify=False).indices("train")[:cap])
+    rates = read_curves(run_dir / "dvclive")["images_per_s"][1][1:] or [float("nan")]
     return wall, float(np.median([images / rate for rate in rates]))
 
 
