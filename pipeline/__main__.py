@@ -4,7 +4,7 @@
     python -m pipeline ingest-celeba
     python -m pipeline crop-faces
     python -m pipeline faces-eval ../shared/data/anime-dev --detector all
-    python -m pipeline train-classifier
+    python -m pipeline domain-evaluator mnist
     python -m pipeline fid-reference mnist
     python -m pipeline train gan-mnist
     python -m pipeline evaluate gan-mnist
@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import (CLASSIFIER_DIR, DATASETS_DIR, PARAMS_FILE, REFERENCE_DIR, REPORTS_DIR, RUNS_DIR,
+from pipeline.config import (DATASETS_DIR, EVALUATORS_DIR, PARAMS_FILE, REFERENCE_DIR, REPORTS_DIR, RUNS_DIR,
                              ParamsError, load_params)
 from pipeline.datasets import DatasetError
 
@@ -52,14 +52,19 @@ def classifier_for(dataset: str) -> Path | None:
     """The MNIST classifier for datasets that have domain features, else None."""
     from pipeline.evaluate.reference import DOMAIN_DATASETS
 
-    return CLASSIFIER_DIR / "classifier.pt" if dataset in DOMAIN_DATASETS else None
+    return EVALUATORS_DIR / dataset / "classifier.pt" if dataset in DOMAIN_DATASETS else None
 
 
-def cmd_train_classifier(args: argparse.Namespace) -> None:
-    from pipeline.evaluate.classifier import train_mnist_classifier
+def cmd_domain_evaluator(args: argparse.Namespace) -> None:
+    from pipeline.evaluate.classifier import train_mnist_classifier, write_no_evaluator
 
-    metrics = train_mnist_classifier(DATASETS_DIR / "mnist", CLASSIFIER_DIR, load_params(args.params))
-    print(f"wrote {CLASSIFIER_DIR}: test accuracy {metrics['test_accuracy']:.4f}")
+    out = EVALUATORS_DIR / args.dataset
+    if classifier_for(args.dataset) is None:
+        write_no_evaluator(args.dataset, out)
+        print(f"wrote {out}: {args.dataset} has no domain classifier")
+        return
+    metrics = train_mnist_classifier(DATASETS_DIR / args.dataset, out, load_params(args.params))
+    print(f"wrote {out}: test accuracy {metrics['test_accuracy']:.4f}")
 
 
 def cmd_fid_reference(args: argparse.Namespace) -> None:
@@ -121,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.set_defaults(func=cmd_train)
 
-    sub.add_parser("train-classifier", help="the MNIST classifier behind fid_domain -> " + str(CLASSIFIER_DIR)
-                   ).set_defaults(func=cmd_train_classifier)
+    p = sub.add_parser("domain-evaluator", help="a dataset's domain feature extractor (MNIST: the LeNet behind "
+                       "fid_domain; none for the face sets) -> data/evaluators/<dataset>")
+    p.add_argument("dataset", choices=["mnist", "celeba", "anime"])
+    p.set_defaults(func=cmd_domain_evaluator)
 
     p = sub.add_parser("fid-reference", help="real-image feature statistics of a dataset -> data/reference/<dataset>")
     p.add_argument("dataset", choices=["mnist", "celeba", "anime"])

@@ -22,7 +22,9 @@ DATASETS_DIR = Path("data/datasets")
 RAW_ANIME_DIR = Path("data/raw/anime")
 RUNS_DIR = Path("runs")
 REPORTS_DIR = Path("reports")
-CLASSIFIER_DIR = Path("data/evaluators/mnist-classifier")  # the LeNet behind fid_domain
+# One folder per dataset: its domain evaluator (MNIST: the LeNet behind fid_domain; the face
+# sets: a note that they have none), so a face run never depends on MNIST.
+EVALUATORS_DIR = Path("data/evaluators")
 REFERENCE_DIR = Path("data/reference")  # real-image feature statistics, one folder per dataset
 
 
@@ -231,13 +233,31 @@ class RunParams(Strict):
     fused_adam: bool | Literal["auto"] = "auto"
     tf32: bool = True  # TensorFloat-32 convolutions and matmuls on Ampere+ GPUs
     compile: bool = False  # torch.compile G and D (minutes of warm-up; pays off on long GPU runs)
+    # Epochs between snapshots of G (runs/<run>/snapshots/), which evaluate turns into the
+    # fid_domain curve; training itself never touches an evaluator. null = no snapshots.
+    snapshot_every: PositiveInt | None = None
 
+
+
+# Evaluation protocols (README "Evaluation"): which real images a distance compares with, and
+# how many of each side by default.
+#   test10k:  10,000 generated vs 10,000 real test images (Lucic et al. 2018)
+#   train50k: 50,000 generated vs the statistics of the whole train split (StudioGAN,
+#             StyleGAN's fid50k_full; most CelebA-64 tables)
+PROTOCOLS = {"test10k": ("test", 10_000, 10_000), "train50k": ("train", 50_000, None)}
 
 
 class EvaluateParams(Strict):
-    # Sample counts: generated images vs (at most) this many real test images (Lucic et al. 2018).
-    num_samples: PositiveInt = 10_000
-    num_real: PositiveInt = 10_000
+    protocol: Literal["test10k", "train50k"] = "test10k"
+    # Overrides of the protocol's counts (the smoke profile); null = the protocol's. num_real
+    # null under train50k = every train image.
+    num_samples: PositiveInt | None = None
+    num_real: PositiveInt | None = None
+    # How G is sampled: "eval" normalises with BatchNorm's running statistics, "train" with
+    # each batch's own statistics (as pytorch/examples draws its samples). Recorded with the numbers.
+    sample_mode: Literal["eval", "train"] = "eval"
+    # FID's sampling spread: std of FID over this many bootstrap resamples of the generated features.
+    fid_bootstrap: int = Field(10, ge=5)
     batch_size: PositiveInt = 250
     inception: bool = True  # standard FID with the Inception weights
     inception_weights: str = "download"  # or a local pt_inception-2015-12-05 / weights-inception-2015-12-05 file
@@ -261,10 +281,23 @@ class EvaluateParams(Strict):
     probe_max_test: PositiveInt = 10_000
     probe_val_size: PositiveInt = 2_000  # held out of the train split to choose C
     probe_c_grid: list[PositiveFloat] = Field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0])
-    fid_every: PositiveInt = 5  # epochs between fid_domain points during training
-    fid_every_samples: PositiveInt = 2000
+    curve_samples: PositiveInt = 2000  # samples per point of the fid_domain curve (runs.<run>.snapshot_every)
     seed: int = 0
     device: DeviceName = "auto"
+
+    @property
+    def real_split(self) -> str:
+        return PROTOCOLS[self.protocol][0]
+
+    @property
+    def samples(self) -> int:
+        """Generated images per distance."""
+        return self.num_samples or PROTOCOLS[self.protocol][1]
+
+    @property
+    def real_limit(self) -> int | None:
+        """Real images per distance (None = the whole split)."""
+        return self.num_real or PROTOCOLS[self.protocol][2]
 
     @field_validator("probe_per_class")
     @classmethod

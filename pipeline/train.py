@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import math
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from pipeline.atomic import write_bytes_atomic
-from pipeline.config import CLASSIFIER_DIR, DATASETS_DIR, RUNS_DIR, Params, RunParams
+from pipeline.config import DATASETS_DIR, RUNS_DIR, Params, RunParams
 from pipeline.datasets import read_dataset, write_json_atomic
 from pipeline.device import resolve_device
 from pipeline.distributed import World, all_sum, close_world, init_world, use_global_batchnorm
@@ -37,7 +36,7 @@ from pipeline.models import SPEC_FILE, build_models
 SAMPLE_GRID = 64  # fixed-noise samples per grid, 8 x 8
 # Params whose change invalidates a checkpoint. `epochs` and `sample_every` are left out on
 # purpose: raising `epochs` continues a finished run exactly where it stopped.
-RESUME_IGNORES = {"epochs", "sample_every", "device", "compile"}
+RESUME_IGNORES = {"epochs", "sample_every", "snapshot_every", "device", "compile"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,6 +59,14 @@ class RunPaths:
     def live(self) -> Path:
         return self.root / "dvclive"
 
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+
+def snapshot_path(snapshots: Path, epoch: int) -> Path:
+    return snapshots / f"generator_epoch_{epoch:04d}.pt"
+
 
 def save_atomic(obj, path: Path) -> None:
     """torch.save through pipeline.atomic, so a kill never leaves a truncated file."""
@@ -74,10 +81,10 @@ def save_grid(images: torch.Tensor, path: Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def fid_point_due(done: int, epochs: int, fid_every: int) -> bool:
-    """Whether the fid_domain curve gets a point after epoch `done` (1-based): every
-    `fid_every` epochs, and always after the last one."""
-    return done % fid_every == 0 or done == epochs
+def snapshot_due(done: int, epochs: int, every: int | None) -> bool:
+    """Whether G is snapshotted after epoch `done` (1-based): every `every` epochs, and always
+    after the last one (the curve ends at the final model); never when `every` is None."""
+    return every is not None and (done % every == 0 or done == epochs)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -135,7 +142,7 @@ def load_checkpoint(paths: RunPaths, key: dict, epochs: int) -> dict | None:
 
 def start_fresh(paths: RunPaths) -> None:
     """Clear what an earlier, different run left (outputs persist between DVC runs)."""
-    for child in (paths.samples, paths.live):
+    for child in (paths.samples, paths.live, paths.snapshots):
         shutil.rmtree(child, ignore_errors=True)
     for name in ("checkpoint.pt", "generator.pt", "discriminator.pt", SPEC_FILE):
         (paths.root / name).unlink(missing_ok=True)
@@ -242,18 +249,18 @@ def prepare_models(run: RunParams, image_size: int, channels: int, device: torch
 
 
 def train(run_name: str, params: Params, *, runs_dir: Path = RUNS_DIR, datasets_dir: Path = DATASETS_DIR,
-          classifier_dir: Path = CLASSIFIER_DIR, stop_after_epoch: int | None = None) -> Path:
+          stop_after_epoch: int | None = None) -> Path:
     """Train one run from params.yaml; returns its folder. Resumes from checkpoint.pt if valid.
 
-    Under torchrun every process trains its slice of each batch; only rank 0 writes.
-    `stop_after_epoch` ends the work early (as a kill would), for tests of resuming.
+    Training reads only `runs.<run>` and the dataset: no evaluator, no evaluate params, so an
+    evaluation change never retrains (the fid_domain curve is computed by evaluate from G's
+    snapshots). Under torchrun every process trains its slice of each batch; only rank 0
+    writes. `stop_after_epoch` ends the work early (as a kill would), for tests of resuming.
     """
     run = params.run(run_name)
     world, device = init_world(resolve_device(run.device))
     try:
-        tracker = domain_tracker(run_name, params, device, datasets_dir, classifier_dir) if world.is_main else None
-        out = _train(run_name, run, Path(runs_dir), Path(datasets_dir), device, world, stop_after_epoch,
-                     tracker, params.evaluate.fid_every)
+        out = _train(run_name, run, Path(runs_dir), Path(datasets_dir), device, world, stop_after_epoch)
     except BaseException:
         close_world(world, failed=True)
         raise
@@ -261,34 +268,8 @@ def train(run_name: str, params: Params, *, runs_dir: Path = RUNS_DIR, datasets_
     return out
 
 
-def domain_tracker(run_name: str, params: Params, device: torch.device, datasets_dir: Path, classifier_dir: Path):
-    """A function G -> {fid_domain, mode_coverage, mode_kl} for datasets with a domain
-    classifier (MNIST), so the curves show when a run improves or collapses; else None.
-
-    The real statistics are computed here from the dataset (the classifier's features of the
-    test images take seconds), exactly as fid_reference computes them, but without Inception:
-    training then needs no Inception weights and no reference stage."""
-    from pipeline.evaluate.reference import DOMAIN_DATASETS, compute_reference
-    from pipeline.evaluate.run import DomainFID
-
-    run, p = params.run(run_name), params.evaluate
-    if run.dataset not in DOMAIN_DATASETS:
-        return None
-    classifier = Path(classifier_dir) / "classifier.pt"
-    if not classifier.is_file():
-        print(f"{run_name}: fid_domain not tracked during training: {classifier} is missing "
-              "(dvc repro builds it; or run `python -m pipeline train-classifier` first)")
-        return None
-    domain_only = params.model_copy(update={"evaluate": p.model_copy(update={"inception": False})})
-    with tempfile.TemporaryDirectory() as scratch:
-        reference = Path(scratch) / run.dataset
-        compute_reference(run.dataset, Path(datasets_dir) / run.dataset, reference, domain_only, classifier)
-        fid = DomainFID(reference, classifier, device, coverage_min_share=p.coverage_min_share)
-    return lambda G: fid.scores(G, p.fid_every_samples, run.nz, p.seed)
-
-
 def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, device: torch.device,
-           world: World, stop_after_epoch: int | None, tracker=None, fid_every: int = 5) -> Path:
+           world: World, stop_after_epoch: int | None) -> Path:
     from dvclive import Live  # imported here: it is slow to import and only training needs it
 
     if device.type == "cuda" and run.tf32:
@@ -333,6 +314,7 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
     live = None
     if world.is_main:
         paths.samples.mkdir(parents=True, exist_ok=True)
+        paths.snapshots.mkdir(parents=True, exist_ok=True)  # a DVC output even when empty
         spec = {"model": run.model, "dataset": run.dataset, "image_size": dataset.image_size,
                 "channels": dataset.channels, "nz": run.nz, "ngf": run.ngf, "ndf": run.ndf}
         write_json_atomic(paths.root / SPEC_FILE, spec)
@@ -377,9 +359,8 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
                     live.log_metric(name, value)
                 live.log_metric("images_per_s", n_images / seconds)
                 progress.set_postfix(epoch=done, loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}")
-                if tracker is not None and fid_point_due(done, run.epochs, fid_every):
-                    for name, value in tracker(G).items():
-                        live.log_metric(name, value)
+                if snapshot_due(done, run.epochs, run.snapshot_every):
+                    save_atomic(G.state_dict(), snapshot_path(paths.snapshots, done))
                 if done % run.sample_every == 0 or done == run.epochs:
                     G.eval()
                     with torch.no_grad():

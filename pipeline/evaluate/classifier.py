@@ -166,3 +166,27 @@ def train_mnist_classifier(dataset_dir: Path | str, out_dir: Path | str, params:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return metrics
+
+
+NO_EVALUATOR_FILE = "evaluator.json"
+
+
+def write_no_evaluator(dataset_name: str, out_dir: Path | str) -> dict:
+    """domain_evaluator@<dataset> for a dataset without a domain classifier (CelebA, anime).
+
+    The folder still exists, so every run's stages can depend on `data/evaluators/<dataset>`:
+    a face run's evaluation then depends on this note, never on MNIST or the LeNet."""
+    note = {"dataset": dataset_name, "classifier": None,
+            "why": "no offline feature extractor is meaningful for this dataset (README, Evaluation): "
+                   "fid_domain and the *_domain measures are null; fid/kid/precision/recall use Inception"}
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        write_json_atomic(tmp / NO_EVALUATOR_FILE, note)
+        os.chmod(tmp, 0o755)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return note

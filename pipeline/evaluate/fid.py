@@ -46,6 +46,53 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
 
 
+class RankDeficient(ValueError):
+    """Too few images for a Fréchet distance in this feature space; the message says why."""
+
+
+def check_rank(n_fake: int, n_real: int, dim: int, space: str) -> None:
+    """A d x d covariance from n <= d samples has rank n - 1 < d: the Fréchet distance then
+    measures which directions the few samples happened to span, not the distributions.
+    Raises RankDeficient with the reason (the caller writes null and this reason)."""
+    n = min(n_fake, n_real)
+    if n <= dim:
+        side = "real" if n_real <= n_fake else "generated"
+        raise RankDeficient(f"only {n} {side} images for {dim}-d {space} features: the covariance is rank-deficient "
+                            f"(needs more than {dim}), so a Fréchet distance would be noise; KID is reported instead")
+
+
+class FrechetReference:
+    """The real side of many Fréchet distances: (mu, sigma) with sigma's square root computed once.
+
+    frechet_distance's trace term only needs the square root of one of the two covariances;
+    taking it of the fixed real one makes every bootstrap draw one covariance and one eigvalsh.
+    """
+
+    def __init__(self, mu: np.ndarray, sigma: np.ndarray, num: int):
+        self.mu, self.sigma, self.num = _float64(mu), _float64(sigma), num  # num: real images behind them
+        self.root = _psd_sqrt(self.sigma)
+        self.trace = float(np.trace(self.sigma))
+
+    def distance(self, mu: np.ndarray, sigma: np.ndarray) -> float:
+        mu, sigma = _float64(mu), _float64(sigma)
+        if mu.shape != self.mu.shape or sigma.shape != self.sigma.shape:
+            raise ValueError(f"statistics do not match: mu {mu.shape} vs {self.mu.shape}")
+        middle = self.root @ sigma @ self.root
+        trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+        diff = mu - self.mu
+        return float(diff @ diff + np.trace(sigma) + self.trace - 2 * trace_sqrt)
+
+    def with_spread(self, fake: np.ndarray | torch.Tensor, *, draws: int, seed: int) -> tuple[float, float]:
+        """(FID of `fake`, its sampling spread): the std of the FID over `draws` bootstrap
+        resamples of the generated features (the real statistics are held fixed, as every run
+        compares with the same reference)."""
+        fake = _float64(fake)
+        value = self.distance(*feature_statistics(fake))
+        rng = np.random.default_rng(seed)
+        boot = [self.distance(*feature_statistics(fake[rng.integers(0, len(fake), len(fake))])) for _ in range(draws)]
+        return value, float(np.std(boot, ddof=1))
+
+
 def fid_from_features(fake: np.ndarray | torch.Tensor, real: np.ndarray | torch.Tensor) -> float:
     return frechet_distance(*feature_statistics(fake), *feature_statistics(real))
 
@@ -81,3 +128,39 @@ def _float64(array: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
     return np.asarray(array, dtype=np.float64)
+
+
+# KID and precision/recall compare sample sets (kernel sums, k-NN balls), quadratic in the set
+# sizes; past this many images per side their sampling error is far below the seed spread, so
+# both sides are capped (a seeded subset) and the cap is recorded with the numbers.
+SET_METRIC_MAX = 10_000
+
+
+def set_subset(features: np.ndarray, seed: int, limit: int = SET_METRIC_MAX) -> np.ndarray:
+    """At most `limit` rows of `features`, a seeded random choice in the original order."""
+    if len(features) <= limit:
+        return features
+    return features[np.sort(np.random.default_rng(seed).choice(len(features), limit, replace=False))]
+
+
+def all_distances(fake: np.ndarray, real_set: np.ndarray, real: FrechetReference, *, space: str, kid_subset_size: int,
+                  kid_subsets: int, pr_k: int, fid_draws: int, seed: int) -> tuple[dict, dict]:
+    """Every distance of `fake` features to a real distribution in one feature space.
+
+    Returns ({"fid", "fid_std", "kid", "kid_std", "precision", "recall"}, notes): FID against
+    the real (mu, sigma), null with the reason in `notes["fid"]` when rank-deficient; KID and
+    precision/recall against `real_set` (the stored real features), both capped at SET_METRIC_MAX.
+    """
+    notes: dict = {}
+    out: dict = {"fid": None, "fid_std": None}
+    try:
+        check_rank(len(fake), real.num, fake.shape[1], space)
+        out["fid"], out["fid_std"] = real.with_spread(fake, draws=fid_draws, seed=seed)
+    except RankDeficient as exc:
+        notes["fid"] = str(exc)
+    fake_set = set_subset(fake, seed)
+    out["kid"], out["kid_std"], notes["kid_subset_size"] = kid(fake_set, real_set, subset_size=kid_subset_size,
+                                                               subsets=kid_subsets, seed=seed)
+    out["precision"], out["recall"] = precision_recall(fake_set, real_set, k=pr_k)
+    notes["set_sizes"] = {"generated": len(fake_set), "real": len(real_set)}
+    return out, notes

@@ -7,6 +7,8 @@ a difference that is only a preprocessing difference.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -41,18 +43,26 @@ def sorted_subset(dataset: Dataset, split: str, limit: int | None, seed: int) ->
 
 @torch.no_grad()
 def generate_uint8(generator: nn.Module, n: int, nz: int, seed: int, batch_size: int,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
+                   device: torch.device | str = "cpu", mode: str = "eval") -> torch.Tensor:
     """`n` samples of G as uint8 N x C x H x W on the CPU, from seeded N(0, 1) noise.
 
     The noise is drawn on the CPU from its own generator, so the same seed gives the same images
-    on every device and whatever the batch size.
+    on every device. `mode` is evaluate.sample_mode: "eval" normalises with BatchNorm's running
+    statistics (the same images whatever the batch size); "train" with each batch's own
+    statistics, as pytorch/examples samples (then `batch_size` is part of the protocol). A
+    train-mode draw runs on a copy, so G's running statistics are never changed.
     """
+    if mode not in ("eval", "train"):
+        raise ValueError(f"sample mode must be 'eval' or 'train', got {mode!r}")
     rng = torch.Generator().manual_seed(seed)
     noise = torch.randn(n, nz, generator=rng)
-    generator = generator.eval()
+    was_training = generator.training
+    net = copy.deepcopy(generator).train() if mode == "train" else generator.eval()
     out = []
     for z in noise.split(batch_size):
-        out.append(to_uint8(generator(z.to(device))).cpu())
+        out.append(to_uint8(net(z.to(device))).cpu())
+    if mode == "eval":
+        generator.train(was_training)
     return torch.cat(out) if out else torch.empty(0, dtype=torch.uint8)
 
 

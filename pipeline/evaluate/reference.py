@@ -1,14 +1,21 @@
 """fid_reference@<dataset>: real-image statistics, computed once per dataset and reused by every run.
 
-    <out_dir>/reference.json  what was computed from what (split, count, seed, antialias, the
-                              sha256 of the dataset, the classifier and the Inception weights)
-    <out_dir>/domain.npz      MNIST classifier features of the real images, their mean and
-                              covariance (float64); only for datasets with a domain classifier
+    <out_dir>/reference.json  what was computed from what (protocol, split, counts, seed, antialias,
+                              the sha256 of the dataset, the classifier and the Inception weights)
+                              and the real-data floor of every distance (below)
+    <out_dir>/domain.npz      MNIST classifier features: mean and covariance of every real image of
+                              the protocol's split (float64), and a capped set of the features
+                              themselves for KID and precision/recall; only for datasets with a
+                              domain classifier
     <out_dir>/inception.npz   the same for Inception's 2048-d pool features (evaluate.inception)
 
-The features themselves are kept, not only (mean, covariance): KID and precision/recall
-compare sample sets, not Gaussians. The folder is written under a temporary name and renamed,
-and evaluate refuses a reference whose settings differ from the current params.
+The real-data floor: the same distances between the reference and a disjoint set of real images
+of the generated set's size (test10k: train images vs the test reference; train50k: the test
+split vs the train statistics). A generator cannot be expected to get closer to the reference
+than other real images do, so the report shows it beside the runs.
+
+The folder is written under a temporary name and renamed, and evaluate refuses a reference
+whose settings differ from the current params.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from pipeline.config import Params
 from pipeline.datasets import read_dataset, replace_dir, sha256_file, write_json_atomic
 from pipeline.device import resolve_device
 from pipeline.evaluate.classifier import classify, load_classifier
-from pipeline.evaluate.fid import feature_statistics
+from pipeline.evaluate.fid import FrechetReference, all_distances, feature_statistics, set_subset
 from pipeline.evaluate.images import dataset_images, sorted_subset
 from pipeline.evaluate.inception import inception_features, load_inception
 
@@ -33,6 +40,8 @@ INFO_FILE = "reference.json"
 # Datasets with a domain classifier (and so fid_domain, KID, precision/recall, mode coverage).
 # CelebA and anime have none: see README "Evaluation" for why fid_domain is null there.
 DOMAIN_DATASETS = ("mnist",)
+# The real split each protocol compares with, and the one its floor draws from.
+FLOOR_SPLIT = {"test": "train", "train": "test"}
 
 
 class ReferenceError(ValueError):
@@ -41,9 +50,13 @@ class ReferenceError(ValueError):
 
 @dataclass
 class FeatureSet:
-    features: np.ndarray  # float32 N x d
-    mu: np.ndarray  # float64 d
+    features: np.ndarray  # float32, at most fid.SET_METRIC_MAX rows: KID and precision/recall
+    mu: np.ndarray  # float64 d, of every real image of the split
     sigma: np.ndarray  # float64 d x d
+    num: int  # real images behind mu and sigma
+
+    def frechet(self) -> FrechetReference:
+        return FrechetReference(self.mu, self.sigma, self.num)
 
 
 @dataclass
@@ -54,38 +67,57 @@ class Reference:
     inception: FeatureSet | None
 
 
-def reference_split(dataset) -> str | None:
-    """The test split when the dataset has one, else None (= every image)."""
-    return "test" if len(dataset.indices("test")) >= 2 else None
+def reference_split(dataset, wanted: str) -> str | None:
+    """`wanted` (the protocol's split) when the dataset has it, else None (= every image)."""
+    return wanted if len(dataset.indices(wanted)) >= 2 else None
 
 
-def _save(path: Path, features: np.ndarray) -> None:
+def _feature_set(features: np.ndarray, seed: int) -> FeatureSet:
     mu, sigma = feature_statistics(features)
-    np.savez(path, features=features.astype(np.float32), mu=mu, sigma=sigma)
+    return FeatureSet(features=set_subset(features, seed).astype(np.float32), mu=mu, sigma=sigma, num=len(features))
+
+
+def _save(path: Path, fs: FeatureSet) -> None:
+    np.savez(path, features=fs.features, mu=fs.mu, sigma=fs.sigma, num=fs.num)
+
+
+def _floor(floor_features: np.ndarray, real: FeatureSet, space: str, params: Params) -> dict:
+    p = params.evaluate
+    values, notes = all_distances(floor_features, real.features, real.frechet(), space=space,
+                                  kid_subset_size=p.kid_subset_size, kid_subsets=p.kid_subsets, pr_k=p.pr_k,
+                                  fid_draws=p.fid_bootstrap, seed=p.seed)
+    return {**values, "notes": notes}
 
 
 def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path | str, params: Params,
                       classifier_path: Path | str | None = None) -> dict:
-    """Compute the real-image features and statistics of one dataset; returns reference.json's content."""
+    """Compute the real-image features, statistics and floor of one dataset; returns reference.json's content."""
     p = params.evaluate
     device = resolve_device(p.device)
     dataset = read_dataset(dataset_dir)
-    split = reference_split(dataset)
+    split = reference_split(dataset, p.real_split)
     if split is None:
         index = np.arange(len(dataset))
-        if len(index) > p.num_real:
-            index = np.sort(np.random.default_rng(p.seed).choice(index, p.num_real, replace=False))
+        if p.real_limit is not None and len(index) > p.real_limit:
+            index = np.sort(np.random.default_rng(p.seed).choice(index, p.real_limit, replace=False))
+        floor_index = np.zeros(0, np.int64)  # no disjoint real set to compare with
     else:
-        index = sorted_subset(dataset, split, p.num_real, p.seed)
+        index = sorted_subset(dataset, split, p.real_limit, p.seed)
+        floor_index = sorted_subset(dataset, FLOOR_SPLIT[split], p.samples, p.seed + 1)
     images = dataset_images(dataset, index)
+    floor_images = dataset_images(dataset, floor_index) if len(floor_index) >= 2 else None
     info: dict = {
         "dataset": dataset_name,
         "dataset_sha256": dataset.meta.get("sha256", {}),  # every array: a new split is other data
+        "protocol": p.protocol,
         "split": split or "all",
         "num_real": len(images),
         "seed": p.seed,
         "domain": None,
         "inception": None,
+        "floor": {"split": FLOOR_SPLIT[split] if floor_images is not None else None,
+                  "num_images": 0 if floor_images is None else len(floor_images),
+                  "domain": None, "inception": None},
     }
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -94,19 +126,26 @@ def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path 
         if dataset_name in DOMAIN_DATASETS:
             if classifier_path is None:
                 raise ReferenceError(f"fid_reference@{dataset_name}: the domain features need the MNIST classifier; "
-                                     f"pass its classifier.pt (stage train_classifier)")
+                                     f"pass its classifier.pt (stage domain_evaluator@{dataset_name})")
             classifier = load_classifier(classifier_path, device)
-            features, _ = classify(classifier, images, batch_size=p.batch_size, device=device)
-            _save(tmp / "domain.npz", features)
-            info["domain"] = {"feature": "mnist_lenet_penultimate", "dim": int(features.shape[1]),
+            real = _feature_set(classify(classifier, images, batch_size=p.batch_size, device=device)[0], p.seed)
+            _save(tmp / "domain.npz", real)
+            info["domain"] = {"feature": "mnist_lenet_penultimate", "dim": int(real.mu.shape[0]),
                               "classifier_sha256": sha256_file(classifier_path)}
+            if floor_images is not None:
+                floor = classify(classifier, floor_images, batch_size=p.batch_size, device=device)[0]
+                info["floor"]["domain"] = _floor(floor, real, "MNIST-classifier", params)
         if p.inception:
             model, weights_sha = load_inception(p.inception_weights, antialias=p.antialias, device=device)
-            features = inception_features(model, images, batch_size=p.batch_size, device=device,
-                                          desc=f"inception {dataset_name}")
-            _save(tmp / "inception.npz", features)
-            info["inception"] = {"feature": "pool3_2048", "dim": int(features.shape[1]),
+            real = _feature_set(inception_features(model, images, batch_size=p.batch_size, device=device,
+                                                   desc=f"inception {dataset_name}"), p.seed)
+            _save(tmp / "inception.npz", real)
+            info["inception"] = {"feature": "pool3_2048", "dim": int(real.mu.shape[0]),
                                  "antialias": p.antialias, "weights_sha256": weights_sha}
+            if floor_images is not None:
+                floor = inception_features(model, floor_images, batch_size=p.batch_size, device=device,
+                                           desc=f"inception {dataset_name} (floor)")
+                info["floor"]["inception"] = _floor(floor, real, "Inception", params)
         write_json_atomic(tmp / INFO_FILE, info)
         tmp.chmod(0o755)
         replace_dir(tmp, out_dir)
@@ -120,7 +159,7 @@ def _load_set(path: Path) -> FeatureSet | None:
     if not path.is_file():
         return None
     with np.load(path) as data:
-        return FeatureSet(features=data["features"], mu=data["mu"], sigma=data["sigma"])
+        return FeatureSet(features=data["features"], mu=data["mu"], sigma=data["sigma"], num=int(data["num"]))
 
 
 def load_reference(reference_dir: Path | str) -> Reference:

@@ -1,34 +1,47 @@
 """evaluate@<run>: every number for one trained run, written to runs/<run>/metrics.json.
 
-Flat metric names (DESIGN.md) so that `dvc exp show` and `dvc metrics diff` line runs up:
+Flat metric names (DESIGN.md) so that `dvc exp show` and `dvc metrics diff` line runs up; a
+name says which features it was measured in:
 
-    fid, fid_num_samples, fid_num_real, fid_antialias   standard FID (null with evaluate.inception: false)
-    fid_domain                                          FID on the MNIST classifier's features (null elsewhere)
-    kid, kid_std, precision, recall                     on the domain features, else on Inception's
-    mode_coverage, mode_kl                              MNIST digit classes covered, KL from uniform
-    probe_acc[_n10|_n100|_all]                          linear probe on the frozen D
-    probe_acc_random_d[...], probe_acc_pixels[...]      the controls
+    fid, fid_std, kid, kid_std, precision, recall   Inception pool3 features (null with
+                                                    evaluate.inception: false)
+    fid_domain, fid_domain_std, kid_domain,         the MNIST classifier's features (null for
+    kid_domain_std, precision_domain, recall_domain datasets without a domain classifier)
+    mode_coverage, mode_kl                          MNIST digit classes covered, KL from uniform
+    fid_floor, fid_domain_floor                     the same FID between two disjoint real sets
+    num_samples, num_real                           the counts behind every distance
+    probe_acc[_n10|_n100|_all], probe_acc_ci95      linear probe on the frozen D (probe.py)
+    probe_acc_random_d[...], probe_acc_pixels[...]  its controls
 
-Details (per-class shares, chosen C per probe, KID subset size, feature spaces) go to
-runs/<run>/eval/details.json, and the class histogram to runs/<run>/eval/class_histogram.png.
+`*_std` of a FID is its sampling spread (bootstrap over the generated features); `kid_std` the
+spread over KID's subsets. The protocol behind the numbers (extractor, counts, real split,
+resize, how G was sampled, and why a number is null) goes to runs/<run>/eval/protocol.json;
+per-class shares and the probe's details to eval/details.json; the fid_domain curve over G's
+training snapshots to runs/<run>/curve.tsv (a DVC plot).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from pipeline.atomic import write_bytes_atomic
 from pipeline.config import Params
 from pipeline.datasets import read_dataset, sha256_file, write_json_atomic
 from pipeline.device import resolve_device
 from pipeline.evaluate.classifier import NUM_CLASSES, classify, load_classifier
 from pipeline.evaluate.coverage import mode_coverage
-from pipeline.evaluate.fid import feature_statistics, frechet_distance, kid, precision_recall
+from pipeline.evaluate.fid import SET_METRIC_MAX, FrechetReference, RankDeficient, all_distances, check_rank, \
+    feature_statistics
 from pipeline.evaluate.images import dataset_images, generate_uint8, sorted_subset
 from pipeline.evaluate.inception import inception_features, load_inception
+from pipeline.evaluate.names import DISTANCES, domain_name
 from pipeline.evaluate.plots import class_histogram_figure, save_figure
 from pipeline.evaluate.probe import (BN_RECALIBRATION_IMAGES, discriminator_features, pixel_features,
                                      recalibrate_batchnorm, run_probe)
@@ -37,6 +50,10 @@ from pipeline.models import build_models, load_trained
 
 METRICS_FILE = "metrics.json"
 EVAL_DIR = "eval"
+PROTOCOL_FILE = "protocol.json"
+CURVE_FILE = "curve.tsv"
+CURVE_COLUMNS = ("epoch", "fid_domain", "mode_coverage", "mode_kl")
+SNAPSHOT = re.compile(r"generator_epoch_(\d+)\.pt")
 
 
 def _check_reference(reference, params: Params, spec: dict, classifier_path: Path | None, dataset) -> None:
@@ -47,6 +64,9 @@ def _check_reference(reference, params: Params, spec: dict, classifier_path: Pat
                              f"{spec['dataset']!r}")
     if info.get("dataset_sha256") != dataset.meta.get("sha256", {}):
         raise ReferenceError(f"{reference.path}: computed from another version of {dataset.path}{stale}")
+    if info.get("protocol") != p.protocol:
+        raise ReferenceError(f"{reference.path}: computed for protocol {info.get('protocol')!r}, evaluate.protocol "
+                             f"is {p.protocol!r}{stale}")
     if info.get("seed") != p.seed:
         raise ReferenceError(f"{reference.path}: computed with seed {info.get('seed')}, evaluate.seed is {p.seed}{stale}")
     if reference.domain is not None:
@@ -62,17 +82,65 @@ def _check_reference(reference, params: Params, spec: dict, classifier_path: Pat
                                  f"but evaluate.antialias is {p.antialias}{stale}")
 
 
-def _distances(fake: np.ndarray, real: FeatureSet, params: Params) -> dict:
+def _distances(features: np.ndarray, real: FeatureSet, space: str, params: Params) -> tuple[dict, dict]:
     p = params.evaluate
-    kid_mean, kid_std, subset = kid(fake, real.features, subset_size=p.kid_subset_size, subsets=p.kid_subsets,
-                                    seed=p.seed)
-    precision, recall = precision_recall(fake, real.features, k=p.pr_k)
-    return {"kid": kid_mean, "kid_std": kid_std, "kid_subset_size": subset, "precision": precision, "recall": recall}
+    return all_distances(features, real.features, real.frechet(), space=space, kid_subset_size=p.kid_subset_size,
+                         kid_subsets=p.kid_subsets, pr_k=p.pr_k, fid_draws=p.fid_bootstrap, seed=p.seed)
+
+
+def snapshots(run_dir: Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of every G snapshot train wrote (runs.<run>.snapshot_every), by epoch."""
+    found = []
+    for path in (run_dir / "snapshots").glob("generator_epoch_*.pt"):
+        match = SNAPSHOT.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def domain_curve(run_dir: Path, spec: dict, classifier: nn.Module, real: FrechetReference, params: Params,
+                 device: torch.device) -> list[dict]:
+    """fid_domain, mode_coverage and mode_kl of every training snapshot of G.
+
+    `evaluate.curve_samples` samples per point (fewer than the headline number: FID is biased
+    upwards at small n, so compare points of one curve, not a point with the final metric)."""
+    p = params.evaluate
+    rows = []
+    for epoch, path in snapshots(run_dir):
+        generator, _ = build_models(spec["model"], image_size=spec["image_size"], channels=spec["channels"],
+                                    nz=spec["nz"], ngf=spec["ngf"], ndf=spec["ndf"])
+        generator.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        fakes = generate_uint8(generator.to(device), p.curve_samples, spec["nz"], p.seed, p.batch_size, device,
+                               p.sample_mode)
+        features, predicted = classify(classifier, fakes, batch_size=p.batch_size, device=device)
+        try:
+            check_rank(len(features), real.num, features.shape[1], "MNIST-classifier")
+            fid = real.distance(*feature_statistics(features))
+        except RankDeficient:
+            fid = None
+        coverage = mode_coverage(predicted, NUM_CLASSES, p.coverage_min_share)
+        rows.append({"epoch": epoch, "fid_domain": fid, "mode_coverage": coverage["mode_coverage"],
+                     "mode_kl": coverage["mode_kl"]})
+    return rows
+
+
+def write_curve(path: Path, rows: list[dict]) -> None:
+    """The curve as a TSV for `dvc plots` (a header alone when the run has no snapshots)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, delimiter="\t", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row[k] is None else row[k] for k in CURVE_COLUMNS})
+    write_bytes_atomic(path, buffer.getvalue().encode())
+
+
+def _floor(reference, space: str) -> dict | None:
+    return (reference.info.get("floor") or {}).get(space)
 
 
 def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, reference_dir: Path | str,
                  params: Params, classifier_path: Path | str | None = None) -> dict:
-    """Evaluate one trained run; writes runs/<run>/metrics.json and eval/, returns the metrics."""
+    """Evaluate one trained run; writes runs/<run>/metrics.json, curve.tsv and eval/; returns the metrics."""
     p = params.evaluate
     run_dir = Path(run_dir)
     classifier_path = None if classifier_path is None else Path(classifier_path)
@@ -84,26 +152,41 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
     reference = load_reference(reference_dir)
     _check_reference(reference, params, spec, classifier_path, dataset)
 
-    fakes = generate_uint8(generator, p.num_samples, spec["nz"], p.seed, p.batch_size, device)
-    metrics: dict = {"fid": None, "fid_domain": None, "kid": None, "kid_std": None, "precision": None,
-                     "recall": None, "mode_coverage": None, "mode_kl": None,
-                     "fid_num_samples": len(fakes), "fid_num_real": reference.info["num_real"],
-                     "fid_antialias": p.antialias if p.inception else None}
-    details: dict = {"run": run_name, "reference": reference.info, "distances_feature": None}
+    fakes = generate_uint8(generator, p.samples, spec["nz"], p.seed, p.batch_size, device, p.sample_mode)
+    metrics: dict = {key: None for key in (*DISTANCES, *map(domain_name, DISTANCES))}
+    metrics.update({"mode_coverage": None, "mode_kl": None, "fid_floor": None, "fid_domain_floor": None,
+                    "num_samples": len(fakes), "num_real": reference.info["num_real"]})
+    protocol: dict = {
+        "protocol": p.protocol,
+        "generated": {"count": len(fakes), "sample_mode": p.sample_mode, "noise": "N(0, 1), seeded",
+                      "seed": p.seed, "batch_size": p.batch_size, "quantised": "uint8, as a saved PNG"},
+        "real": {"split": reference.info["split"], "count": reference.info["num_real"], "dataset": spec["dataset"]},
+        "set_metrics_max": SET_METRIC_MAX,
+        "fid_spread": f"std over {p.fid_bootstrap} bootstrap resamples of the generated features",
+        "floor": reference.info.get("floor"),
+        "spaces": {}, "notes": {},
+    }
+    details: dict = {"run": run_name, "reference": reference.info}
+    curve: list[dict] = []
 
     if reference.domain is not None:
         classifier = load_classifier(classifier_path, device)
         features, predicted = classify(classifier, fakes, batch_size=p.batch_size, device=device)
-        metrics["fid_domain"] = frechet_distance(*feature_statistics(features), reference.domain.mu,
-                                                 reference.domain.sigma)
-        distances = _distances(features, reference.domain, params)
-        details.update(distances_feature="domain", kid_subset_size=distances.pop("kid_subset_size"))
-        metrics.update(distances)
+        values, notes = _distances(features, reference.domain, "MNIST-classifier", params)
+        metrics.update({domain_name(key): value for key, value in values.items()})
+        protocol["spaces"]["domain"] = {"extractor": "MNIST LeNet, 128-d penultimate layer (evaluate/classifier.py)",
+                                        "resize": "bilinear, antialiased, to 28 x 28 when needed",
+                                        "classifier_sha256": reference.info["domain"]["classifier_sha256"], **notes}
+        if notes.get("fid"):
+            protocol["notes"]["fid_domain"] = notes["fid"]
+        floor = _floor(reference, "domain")
+        metrics["fid_domain_floor"] = floor and floor["fid"]
         coverage = mode_coverage(predicted, NUM_CLASSES, p.coverage_min_share)
         details["class_shares"] = coverage.pop("class_shares")
         metrics.update(coverage)
         save_figure(class_histogram_figure(details["class_shares"], f"{run_name}: classes of {len(fakes)} samples"),
                     run_dir / EVAL_DIR / "class_histogram.png")
+        curve = domain_curve(run_dir, spec, classifier, reference.domain.frechet(), params, device)
 
     if p.inception:
         model, weights_sha = load_inception(p.inception_weights, antialias=p.antialias, device=device)
@@ -112,12 +195,21 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
                                  f"evaluate.inception_weights; rerun fid_reference@{spec['dataset']}")
         features = inception_features(model, fakes, batch_size=p.batch_size, device=device, desc=f"inception {run_name}")
         del model
-        metrics["fid"] = frechet_distance(*feature_statistics(features), reference.inception.mu,
-                                          reference.inception.sigma)
-        if reference.domain is None:  # no domain features: KID and P/R on Inception's
-            distances = _distances(features, reference.inception, params)
-            details.update(distances_feature="inception", kid_subset_size=distances.pop("kid_subset_size"))
-            metrics.update(distances)
+        values, notes = _distances(features, reference.inception, "Inception", params)
+        metrics.update(values)
+        protocol["spaces"]["inception"] = {
+            "extractor": "Inception v3 pool3 (2048-d), TF 2015-12-05 weights via torchmetrics/torch-fidelity",
+            "resize": f"to 299 x 299, {'antialiased bilinear' if p.antialias else 'TF-FID bilinear (no antialias)'}",
+            "grayscale": "tiled to 3 channels", "weights_sha256": weights_sha, **notes}
+        if notes.get("fid"):
+            protocol["notes"]["fid"] = notes["fid"]
+        floor = _floor(reference, "inception")
+        metrics["fid_floor"] = floor and floor["fid"]
+    else:
+        protocol["notes"]["fid"] = "evaluate.inception: false (no Inception weights): standard FID not computed"
+    if reference.domain is None:
+        protocol["notes"]["fid_domain"] = (f"no domain classifier for {spec['dataset']} (only MNIST has one): "
+                                           "fid_domain and the *_domain measures are not defined")
 
     # A random D of the same architecture, seeded: the control for "the architecture alone".
     torch.manual_seed(p.seed)
@@ -138,46 +230,8 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
                                                        "_pixels": pixel_features})
     metrics.update(probe)
     details["probe"] = probe_details
+    write_curve(run_dir / CURVE_FILE, curve)
+    write_json_atomic(run_dir / EVAL_DIR / PROTOCOL_FILE, protocol)
     write_json_atomic(run_dir / EVAL_DIR / "details.json", details)
     write_json_atomic(run_dir / METRICS_FILE, metrics)
     return metrics
-
-
-class DomainFID:
-    """fid_domain of a generator during training, against a dataset's reference statistics.
-
-        tracker = DomainFID(reference_dir, classifier_path, device)
-        live.log_metric("fid_domain", tracker.score(G, n=2000, nz=100, seed=0))
-
-    The same classifier, preprocessing and statistics as evaluate, so the curve ends where the
-    final number starts (up to the sample count: FID is biased upwards at small n, so compare
-    points of one curve, not a curve point with the 10k-sample metric).
-    """
-
-    def __init__(self, reference_dir: Path | str, classifier_path: Path | str, device: torch.device | str = "cpu",
-                 batch_size: int = 500, coverage_min_share: float = 0.01):
-        reference = load_reference(reference_dir)
-        if reference.domain is None:
-            raise ReferenceError(f"{reference.path}: no domain features (only MNIST has a domain classifier)")
-        if sha256_file(classifier_path) != reference.info["domain"]["classifier_sha256"]:
-            raise ReferenceError(f"{reference.path}: computed with another classifier than {classifier_path}")
-        self.mu, self.sigma = reference.domain.mu, reference.domain.sigma
-        self.device = torch.device(device)
-        self.classifier = load_classifier(classifier_path, self.device)
-        self.batch_size = batch_size
-        self.coverage_min_share = coverage_min_share
-
-    def scores(self, generator: nn.Module, n: int, nz: int, seed: int = 0) -> dict:
-        """{"fid_domain", "mode_coverage", "mode_kl"} of `n` samples; G's train/eval mode is restored."""
-        was_training = generator.training
-        try:
-            fakes = generate_uint8(generator, n, nz, seed, self.batch_size, self.device)
-        finally:
-            generator.train(was_training)
-        features, predicted = classify(self.classifier, fakes, batch_size=self.batch_size, device=self.device)
-        coverage = mode_coverage(predicted, NUM_CLASSES, self.coverage_min_share)
-        return {"fid_domain": frechet_distance(*feature_statistics(features), self.mu, self.sigma),
-                "mode_coverage": coverage["mode_coverage"], "mode_kl": coverage["mode_kl"]}
-
-    def score(self, generator: nn.Module, n: int, nz: int, seed: int = 0) -> float:
-        return self.scores(generator, n, nz, seed)["fid_domain"]
