@@ -19,10 +19,7 @@ def make_params(**run) -> Params:
 
 def run_tiny(tmp_path, mnist_small, name="runs", **kwargs):
     params = kwargs.pop("params", None) or make_params()
-    # No classifier: these tests are about training alone (fid_domain tracking is
-    # tested in tests/evaluate/test_training_curve.py).
-    return train("tiny", params, runs_dir=tmp_path / name, datasets_dir=mnist_small.parent,
-                 classifier_dir=tmp_path / "no-classifier", **kwargs)
+    return train("tiny", params, runs_dir=tmp_path / name, datasets_dir=mnist_small.parent, **kwargs)
 
 
 def metric_rows(run_dir, name):
