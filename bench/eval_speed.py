@@ -1,21 +1,30 @@
-"""Benchmark: how long evaluation takes for one run, and Inception feature throughput.
+"""Benchmark: how long evaluate@dcgan-mnist takes, now and at a baseline revision, and Inception throughput.
 
-    .venv/bin/python bench/eval_speed.py [--device cpu] [--num-samples 10000] [--inception-images 200]
+    .venv/bin/python bench/eval_speed.py [--baseline REV] [--device cpu] [--num-samples 10000]
+                                         [--inception-images 200]
 
-Times, on real MNIST from ../shared/data/mnist and a DCGAN (ngf = ndf = 64) with random weights:
-  - the reference statistics (MNIST classifier features of 10k test images),
-  - fid_domain + KID + precision/recall + mode coverage of `--num-samples` generated images,
-  - the linear probe with the default settings (10 and 100 per class, and all capped at 10k,
-    C chosen on 2k held-out images) for D, a random D and pixels,
-  - the standard Inception feature extraction (images/s) on 28x28 digits, with a weights file of
-    the right architecture and random values (the real one cannot be downloaded here; the
-    arithmetic, and so the speed, is the same).
+Times the real stage functions, in a fresh process per source tree, on the full real MNIST
+(../shared/data/mnist) and a DCGAN-28 (ngf = ndf = 64) with random weights:
+  - fid_reference@mnist (classifier features of the 10k test images, and whatever else the
+    tree's reference computes: the real-data floor here);
+  - evaluate@dcgan-mnist with the params.yaml defaults but `inception: false` (no weights here):
+    `--num-samples` generated images, fid_domain and its spread, KID, precision/recall, mode
+    coverage, the fid_domain curve over 20 G snapshots (as a 200-epoch run with
+    snapshot_every 10 leaves; a tree whose training drew the curve ignores them), and the
+    linear probe at 10/100/all for D, random D and pixels.
 The classifier is trained for one epoch on 10k images first (not timed: it is its own stage).
+`--baseline REV` times the same at a git revision (a temporary worktree), so both figures come
+from one machine state; run it on an otherwise idle machine.
+Then the standard Inception feature extraction (images/s) on 28x28 digits, with a weights file
+of the right architecture and random values (the arithmetic, and so the speed, is the real one's).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,20 +34,58 @@ from unittest import mock
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))
 
-from pipeline.config import EvaluateParams, MnistParams, Params  # noqa: E402
-from pipeline.datasets import read_dataset  # noqa: E402
-from pipeline.device import resolve_device  # noqa: E402
-from pipeline.evaluate.classifier import NUM_CLASSES, classify, load_classifier, train_mnist_classifier  # noqa: E402
-from pipeline.evaluate.coverage import mode_coverage  # noqa: E402
-from pipeline.evaluate.fid import feature_statistics, frechet_distance, kid, precision_recall  # noqa: E402
-from pipeline.evaluate.images import dataset_images, generate_uint8  # noqa: E402
-from pipeline.evaluate.inception import inception_features, load_inception  # noqa: E402
-from pipeline.evaluate.probe import discriminator_features, pixel_features, run_probe  # noqa: E402
-from pipeline.evaluate.reference import compute_reference, load_reference  # noqa: E402
-from pipeline.ingest.mnist import ingest_mnist  # noqa: E402
-from pipeline.models import build_models  # noqa: E402
+# Runs inside the tree being timed (its own `pipeline` on PYTHONPATH); only API that the
+# baseline revisions share: ingest_mnist, train_mnist_classifier, compute_reference, evaluate_run.
+STAGE_SCRIPT = r"""
+import json, sys, tempfile, time
+from pathlib import Path
+import torch
+from pipeline.config import EvaluateParams, MnistParams, Params
+from pipeline.evaluate.classifier import train_mnist_classifier
+from pipeline.evaluate.reference import compute_reference
+from pipeline.evaluate.run import evaluate_run
+from pipeline.ingest.mnist import ingest_mnist
+from pipeline.models import build_models
+
+mnist, device, num_samples = sys.argv[1], sys.argv[2], int(sys.argv[3])
+params = Params(runs={}, evaluate=EvaluateParams(device=device, num_samples=num_samples, num_real=10_000,
+                                                 inception=False))
+with tempfile.TemporaryDirectory() as tmp:
+    tmp = Path(tmp)
+    ingest_mnist(MnistParams(source=mnist), tmp / "mnist")
+    train_mnist_classifier(tmp / "mnist", tmp / "classifier", params, limit_train=10_000, min_accuracy=0.0)
+    classifier = tmp / "classifier" / "classifier.pt"
+    torch.manual_seed(0)
+    G, D = build_models("dcgan", image_size=28, channels=1, nz=100)
+    run = tmp / "runs" / "dcgan-mnist"
+    (run / "snapshots").mkdir(parents=True)
+    torch.save(G.state_dict(), run / "generator.pt")
+    torch.save(D.state_dict(), run / "discriminator.pt")
+    for epoch in range(10, 201, 10):
+        torch.save(G.state_dict(), run / "snapshots" / f"generator_epoch_{epoch:04d}.pt")
+    spec = {"model": "dcgan", "dataset": "mnist", "image_size": 28, "channels": 1, "nz": 100, "ngf": 64, "ndf": 64}
+    (run / "model.json").write_text(json.dumps(spec))
+    started = time.perf_counter()
+    compute_reference("mnist", tmp / "mnist", tmp / "ref", params, classifier_path=classifier)
+    reference_s = time.perf_counter() - started
+    started = time.perf_counter()
+    metrics = evaluate_run("dcgan-mnist", run, tmp / "mnist", tmp / "ref", params, classifier_path=classifier)
+    evaluate_s = time.perf_counter() - started
+print("RESULT " + json.dumps({"reference_s": reference_s, "evaluate_s": evaluate_s,
+                              "metrics": sorted(k for k, v in metrics.items() if v is not None)}))
+"""
+
+
+def time_stage(tree: Path, args) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree), "TQDM_DISABLE": "1"}
+    out = subprocess.run([sys.executable, "-c", STAGE_SCRIPT, str(SHARED / "data" / "mnist"), args.device,
+                          str(args.num_samples)], cwd=tree, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"timing in {tree} failed:\n{out.stderr[-3000:]}")
+    line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
 
 
 def random_inception_weights(path: Path) -> Path:
@@ -50,77 +97,67 @@ def random_inception_weights(path: Path) -> Path:
     return path
 
 
-class Clock:
-    def __init__(self):
-        self.rows: list[tuple[str, float]] = []
+def inception_speed(args) -> None:
+    sys.path.insert(0, str(REPO))
+    from pipeline.device import resolve_device
+    from pipeline.evaluate.inception import inception_features, load_inception
 
-    def __call__(self, label: str, fn):
-        started = time.perf_counter()
-        out = fn()
-        self.rows.append((label, time.perf_counter() - started))
-        print(f"  {label}: {self.rows[-1][1]:.1f} s", flush=True)
-        return out
+    from torchvision.datasets.mnist import read_image_file
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--num-samples", type=int, default=10_000)
-    parser.add_argument("--inception-images", type=int, default=200)
-    args = parser.parse_args()
     device = resolve_device(args.device)
-    params = Params(runs={}, evaluate=EvaluateParams(device=str(device), num_samples=args.num_samples,
-                                                     classifier_epochs=1, inception=False))
-    p = params.evaluate
-    clock = Clock()
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {args.num_samples} generated images")
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        ingest_mnist(MnistParams(source=str(REPO.parent / "shared" / "data" / "mnist")), tmp / "mnist")
-        dataset = read_dataset(tmp / "mnist")
-        train_mnist_classifier(tmp / "mnist", tmp / "classifier", params, limit_train=10_000, min_accuracy=0.0)
-        clf_path = tmp / "classifier" / "classifier.pt"
-        clock("reference (10k real, classifier features)",
-              lambda: compute_reference("mnist", tmp / "mnist", tmp / "ref", params, classifier_path=clf_path))
-        ref = load_reference(tmp / "ref").domain
+        import gzip
+        import shutil
 
-        torch.manual_seed(0)
-        G, D = build_models("dcgan", image_size=28, channels=1, nz=100)
-        G, D = G.to(device).eval(), D.to(device).eval()
-        classifier = load_classifier(clf_path, device)
-        fakes = clock("generate", lambda: generate_uint8(G, p.num_samples, 100, p.seed, p.batch_size, device))
-        feats, predicted = clock("classifier features", lambda: classify(classifier, fakes, batch_size=p.batch_size,
-                                                                         device=device))
-        clock("fid_domain", lambda: frechet_distance(*feature_statistics(feats), ref.mu, ref.sigma))
-        clock("kid (100 subsets of 1000)", lambda: kid(feats, ref.features, subset_size=p.kid_subset_size,
-                                                        subsets=p.kid_subsets))
-        clock("precision/recall (k=3)", lambda: precision_recall(feats, ref.features, k=p.pr_k))
-        clock("mode coverage", lambda: mode_coverage(predicted, NUM_CLASSES))
-        torch.manual_seed(1)
-        _, random_d = build_models("dcgan", image_size=28, channels=1, nz=100)
-        random_d = random_d.to(device).eval()
-        d_fn = lambda net: (lambda images: discriminator_features(net, images, image_size=28,  # noqa: E731
-                                                                   batch_size=p.batch_size, device=device))
-        metrics, _ = clock("linear probe (D, random D, pixels; 10/100/all)",
-                           lambda: run_probe(dataset, params, {"": d_fn(D), "_random_d": d_fn(random_d),
-                                                               "_pixels": pixel_features}))
-        print("  probe accuracies (random-weight D):",
-              {k: round(v, 3) for k, v in metrics.items() if not k[-1].isdigit() and not k.endswith("all")})
-        domain_total = sum(t for label, t in clock.rows[1:])
-        print(f"fid_domain + KID + P/R + coverage + probe for one run: {domain_total:.1f} s")
-
-        model, _ = load_inception(str(random_inception_weights(tmp / "inception.pth")), antialias=False, device=device)
-        images = dataset_images(dataset, dataset.indices("test")[: args.inception_images])
+        raw = Path(tmp) / "t10k-images-idx3-ubyte"
+        with gzip.open(SHARED / "data" / "mnist" / "t10k-images-idx3-ubyte.gz") as src, open(raw, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        images = read_image_file(str(raw))[: args.inception_images].unsqueeze(1)
+        model, _ = load_inception(str(random_inception_weights(Path(tmp) / "inception.pth")), antialias=False,
+                                  device=device)
         inception_features(model, images[:50], batch_size=50, device=device)  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        inception_features(model, images, batch_size=p.batch_size, device=device)
+        inception_features(model, images, batch_size=250, device=device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
-        print(f"Inception feature extraction: {len(images) / seconds:.1f} images/s "
-              f"({len(images)} images at 299x299, batch {p.batch_size})")
+    print(f"Inception feature extraction: {len(images) / seconds:.1f} images/s "
+          f"({len(images)} images at 299x299, batch 250, {device})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", help="a git revision to time the same way (e.g. one before a change)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num-samples", type=int, default=10_000)
+    parser.add_argument("--inception-images", type=int, default=200, help="0 skips the Inception throughput")
+    args = parser.parse_args()
+    print(f"torch threads {torch.get_num_threads()}, {args.num_samples} generated images, device {args.device}",
+          flush=True)
+    trees = [("this tree", REPO, None)]
+    tmp = None
+    if args.baseline:
+        tmp = tempfile.mkdtemp(prefix="eval-speed-baseline-")
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", tmp, args.baseline], cwd=REPO, check=True)
+        trees.append((f"baseline {args.baseline}", Path(tmp), None))
+    try:
+        results = {}
+        for label, tree, _ in trees:
+            results[label] = time_stage(tree, args)
+            r = results[label]
+            print(f"{label}: fid_reference@mnist {r['reference_s']:.1f} s, evaluate@dcgan-mnist {r['evaluate_s']:.1f} s "
+                  f"({len(r['metrics'])} metrics)", flush=True)
+        if args.baseline:
+            now, base = results["this tree"], results[f"baseline {args.baseline}"]
+            print(f"evaluate@dcgan-mnist: {now['evaluate_s'] / base['evaluate_s']:.2f}x the baseline; "
+                  f"reference + evaluate: {(now['evaluate_s'] + now['reference_s']) / (base['evaluate_s'] + base['reference_s']):.2f}x")
+    finally:
+        if tmp:
+            subprocess.run(["git", "worktree", "remove", "--force", tmp], cwd=REPO, check=False)
+    if args.inception_images:
+        inception_speed(args)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ and the sample grid where `sample_every` is 1), of which the steps' share comes 
 images/s the loop logs. The rest of the first call is the fixed cost: moving the data to the
 device, building the models, the final exports, and for the first run timed, lazy
 initialisation. Python's start-up and imports are not in it, nor, where the epochs are timed
-on fewer images (the CPU), reading and checking the whole dataset (seconds). One fid_domain
-point (MNIST runs, every evaluate.fid_every epochs) is timed on its own. Then
+on fewer images (the CPU), reading and checking the whole dataset (seconds). Then
 
-    estimate = fixed + epochs x per_epoch + fid_points x per_point
+    estimate = fixed + epochs x per_epoch
+
+(Training draws no fid_domain curve: it saves G snapshots, which evaluate measures.)
 
 Data: MNIST is the real one (--mnist); CelebA is a stand-in of random images of the real count
 (162,770 train images at celeba.image_size), since a step costs the same whatever the pixels;
@@ -37,12 +38,9 @@ import torch
 from pipeline.config import MnistParams, load_params
 from pipeline.datasets import SPLITS, DatasetWriter, read_dataset
 from pipeline.device import resolve_device
-from pipeline.evaluate.classifier import train_mnist_classifier
-from pipeline.evaluate.reference import DOMAIN_DATASETS
 from pipeline.ingest.mnist import ingest_mnist
-from pipeline.models import build_models
 from pipeline.report import read_curves
-from pipeline.train import domain_tracker, fid_point_due, train
+from pipeline.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))  # set by bench/gpu_check.sh
@@ -59,13 +57,8 @@ def stand_in_dataset(out: Path, count: int, size: int, channels: int) -> None:
         writer.split[:] = SPLITS["train"]
 
 
-def fid_points(epochs: int, fid_every: int) -> int:
-    """How many fid_domain points pipeline.train logs in a run of `epochs` epochs."""
-    return sum(fid_point_due(done, epochs, fid_every) for done in range(1, epochs + 1))
-
-
 def timed_training(name: str, params, epochs: int, images: int, device: torch.device, work: Path,
-                   datasets: Path, classifier: Path) -> tuple[float, float]:
+                   datasets: Path) -> tuple[float, float]:
     """(wall seconds of the whole call, median seconds of the training steps of one epoch
     after the first) of a training on the first `images` train images, the latter from the
     images/s the loop logs per epoch."""
@@ -74,26 +67,10 @@ def timed_training(name: str, params, epochs: int, images: int, device: torch.de
     runs_dir = work / "runs"
     shutil.rmtree(runs_dir, ignore_errors=True)  # a fresh run, never a resumed one
     start = time.perf_counter()
-    run_dir = train(name, short, runs_dir=runs_dir, datasets_dir=datasets, classifier_dir=classifier)
+    run_dir = train(name, short, runs_dir=runs_dir, datasets_dir=datasets)
     wall = time.perf_counter() - start
     rates = read_curves(run_dir / "dvclive")["images_per_s"][1][1:] or [float("nan")]
     return wall, float(np.median([images / rate for rate in rates]))
-
-
-def time_fid_point(name: str, params, device: torch.device, datasets: Path, classifier: Path) -> float:
-    """Seconds of one fid_domain point during training (0 where the dataset has none)."""
-    run = params.runs[name]
-    tracker = domain_tracker(name, params, device, datasets, classifier)
-    if tracker is None:
-        return 0.0
-    dataset = read_dataset(datasets / run.dataset, verify=False)
-    G, _ = build_models(run.model, image_size=dataset.image_size, channels=dataset.channels,
-                        nz=run.nz, ngf=run.ngf, ndf=run.ndf)
-    G.to(device).eval()
-    tracker(G)  # warm-up
-    start = time.perf_counter()
-    tracker(G)
-    return time.perf_counter() - start
 
 
 def hms(seconds: float) -> str:
@@ -127,7 +104,6 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="repro_time-") as scratch:
         work, datasets = Path(scratch), Path(scratch) / "datasets"
-        classifier = work / "classifier"
         full_counts: dict[str, int] = {}
         rows = []
         for name in names:
@@ -145,8 +121,6 @@ def main() -> None:
                     full_counts[run.dataset] = full
                     size = params.celeba.image_size if run.dataset == "celeba" else params.anime.faces.image_size
                     stand_in_dataset(datasets / run.dataset, min(full, cap or full), size, 3)
-            if run.dataset in DOMAIN_DATASETS and not (classifier / "classifier.pt").is_file():
-                train_mnist_classifier(datasets / "mnist", classifier, params)
             full = min(full_counts[run.dataset], run.max_images or full_counts[run.dataset])
             run_cap = min(cap or full, full)
             used = run_cap
@@ -154,28 +128,24 @@ def main() -> None:
             # The first call pays what only a process's first training pays (lazy
             # initialisation, cuDNN's first kernels): it belongs to the fixed cost, not to the
             # per-epoch difference.
-            w0, _ = timed_training(name, params, e1, run_cap, device, work, datasets, classifier)
-            w1, _ = timed_training(name, params, e1, run_cap, device, work, datasets, classifier)
-            w2, steps = timed_training(name, params, e2, run_cap, device, work, datasets, classifier)
-            point = time_fid_point(name, params, device, datasets, classifier)
-            every = params.evaluate.fid_every
-            per_epoch = ((w2 - w1) - (fid_points(e2, every) - fid_points(e1, every)) * point) / (e2 - e1)
+            w0, _ = timed_training(name, params, e1, run_cap, device, work, datasets)
+            w1, _ = timed_training(name, params, e1, run_cap, device, work, datasets)
+            w2, steps = timed_training(name, params, e2, run_cap, device, work, datasets)
+            per_epoch = (w2 - w1) / (e2 - e1)
             # Differences of timings can undershoot a cost that is near zero; none is negative.
-            fixed = max(0.0, w0 - e1 * per_epoch - fid_points(e1, every) * point)
-            points = fid_points(run.epochs, every) if point else 0
+            fixed = max(0.0, w0 - e1 * per_epoch)
             # Only the steps grow with the image count (in whole batches); the rest of an epoch
             # (sample grid, checkpoint) does not.
             overhead = max(0.0, per_epoch - steps)
             per_epoch_full = steps * (full // per_update) / (used // per_update) + overhead
-            estimate = fixed + run.epochs * per_epoch_full + points * point
+            estimate = fixed + run.epochs * per_epoch_full
             row = {"run": name, "train_images": full, "timed_images": used, "epochs": run.epochs,
                    "per_epoch_s": per_epoch_full, "steps_images_per_s": used // per_update * per_update / steps,
-                   "epoch_overhead_s": overhead, "fixed_s": fixed, "fid_points": points,
-                   "per_fid_point_s": point, "estimate_s": estimate}
+                   "epoch_overhead_s": overhead, "fixed_s": fixed, "estimate_s": estimate}
             rows.append(row)
             print(f"{name:>14}: {run.epochs} epochs x {full:,} images: {per_epoch_full:8.1f} s/epoch "
                   f"(steps {row['steps_images_per_s']:,.0f} img/s + {row['epoch_overhead_s']:.1f} s), fixed "
-                  f"{fixed:5.1f} s, {points} fid points x {point:.1f} s  ->  {hms(estimate)} (h:mm:ss)", flush=True)
+                  f"{fixed:5.1f} s  ->  {hms(estimate)} (h:mm:ss)", flush=True)
     print(f"{'all':>14}: {hms(sum(r['estimate_s'] for r in rows))} (h:mm:ss), training only")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

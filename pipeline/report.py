@@ -50,10 +50,8 @@ PROBE = [
 # Headline numbers compared between runs of one dataset: (metric, spread, lower is better).
 HEADLINES = [("fid", "fid_std", True), ("fid_domain", "fid_domain_std", True), ("kid", "kid_std", True),
              ("kid_domain", "kid_domain_std", True), ("probe_acc", "probe_acc_ci95", False)]
-# A difference is "beyond noise" when it exceeds this many combined standard deviations
-# (about a 95% two-sided test for independent, roughly normal estimates).
-NOISE_Z = 2.0
-# probe_acc_ci95 is a 95% half-width: divide by this to get a standard deviation.
+# A difference is "beyond noise" when a two-sided 95% test says so; probe_acc_ci95 is a 95%
+# half-width, so dividing by this gives a standard deviation.
 CI95_Z = 1.96
 CURVES = [("loss_d", "D loss"), ("loss_g", "G loss"), ("d_real", "D(x) real"), ("d_fake", "D(G(z))")]
 EVAL_CURVES = [("fid_domain", "FID (domain) over training (evaluate, G snapshots)"),
@@ -168,7 +166,8 @@ class Estimate:
     """One number of one run or seed group, with the standard deviation of its noise."""
     value: float
     sd: float | None
-    kind: str  # "sampling" (one run) or "seeds" (std across a group's seeds)
+    kind: str  # "sampling" (one run) or "seeds" (a group's mean over seeds)
+    n: int = 1  # seeds behind the value
 
 
 def run_estimate(run: RunView, metric: str, spread: str) -> Estimate | None:
@@ -182,22 +181,42 @@ def run_estimate(run: RunView, metric: str, spread: str) -> Estimate | None:
 
 
 def group_estimate(runs: list[RunView], metric: str, spread: str) -> Estimate | None:
-    """Mean over seeds; the noise is the std across seeds (it includes each run's sampling
-    noise), as a standard error of the mean."""
-    values = [e.value for e in (run_estimate(r, metric, spread) for r in runs) if e is not None]
-    if len(values) < 2:
+    """Mean over seeds, with the standard error of that mean: the std across seeds (which holds
+    each run's sampling noise too) over sqrt(n), but never below the runs' own sampling error
+    of the mean (two or three seeds can agree by chance)."""
+    estimates = [e for e in (run_estimate(r, metric, spread) for r in runs) if e is not None]
+    if len(estimates) < 2:
         return None
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return Estimate(mean, std / math.sqrt(len(values)), "seeds")
+    values = [e.value for e in estimates]
+    n = len(values)
+    mean = sum(values) / n
+    seed_se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+    sampling = [e.sd for e in estimates if e.sd is not None]
+    sampling_se = math.sqrt(sum(sd ** 2 for sd in sampling) / len(sampling) / n) if sampling else 0.0
+    return Estimate(mean, max(seed_se, sampling_se), "seeds", n)
 
 
 def compare(a: Estimate, b: Estimate) -> tuple[float, float | None, bool | None]:
-    """(a - b, combined noise sd, beyond noise?); None when a spread is unknown."""
+    """(a - b, combined noise sd, beyond noise at 95%?); None when a spread is unknown.
+
+    Between seed groups the threshold is Welch's t (a handful of seeds estimates its std
+    poorly); between single runs, whose spreads come from thousands of samples, the normal 1.96."""
     if a.sd is None or b.sd is None:
         return a.value - b.value, None, None
     noise = math.sqrt(a.sd ** 2 + b.sd ** 2)
-    return a.value - b.value, noise, abs(a.value - b.value) > NOISE_Z * noise
+    return a.value - b.value, noise, abs(a.value - b.value) > critical_value(a, b) * noise
+
+
+def critical_value(a: Estimate, b: Estimate) -> float:
+    if a.n < 2 and b.n < 2:
+        return CI95_Z
+    from scipy.stats import t  # only for seed groups
+
+    # Welch-Satterthwaite degrees of freedom of the difference of two means.
+    terms = [(e.sd ** 2, e.n - 1) for e in (a, b) if e.n >= 2]
+    df = sum(v for v, _ in terms) ** 2 / sum(v ** 2 / d for v, d in terms) if all(v > 0 for v, _ in terms) else \
+        min(d for _, d in terms)
+    return float(t.ppf(0.975, max(df, 1.0)))
 
 
 # --------------------------------------------------------------------------- tables
@@ -245,7 +264,7 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
     if groups:
         lines += ["", "## Over seeds", "",
                   "Runs that differ only in `seed`: mean ± std across seeds (GAN results swing with the seed; "
-                  "Lucic et al. 2018)."]
+                  "Lucic et al. 2018).", ""]
         columns = [(k, s, t, f) for k, s, t, f in [*quality, *probe] if s or k in ("mode_coverage", "mode_kl",
                                                                                   "recall", "recall_domain")]
         columns = _present(columns, evaluated)
@@ -344,9 +363,10 @@ def comparison_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> 
                              "–" if noise is None else f"{diff:+.4g} (noise sd {noise:.2g}, {kinds})", verdict])
     if not rows:
         return ["No two evaluated runs (or seed groups) of one dataset to compare."]
-    return [*_table(["pair", "metric", "values", "difference", f"beyond {NOISE_Z:g} sd of noise?"], rows), "",
-            "Noise: for one run its sampling spread (FID/KID std, probe 95% interval / 1.96); for a seed group "
-            "the standard error of its mean across seeds, which also holds the training-seed variation. A single "
+    return [*_table(["pair", "metric", "values", "difference", "beyond noise (95%)?"], rows), "",
+            "Noise: for one run its sampling spread (FID/KID std, probe 95% interval / 1.96), judged at 1.96 sd; "
+            "for a seed group the standard error of its mean across seeds (which also holds the training-seed "
+            "variation), judged with Welch's t for the few seeds there are. A single "
             "run has no seed spread: a difference between single runs can be beyond sampling noise and still be "
             "the luck of one seed; add seeds (README, Seeds) before calling a model better."]
 

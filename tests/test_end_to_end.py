@@ -34,8 +34,14 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
         assert metrics["fid"] is None  # evaluate.inception: false in the smoke profile
     for run in ("gan-mnist", "dcgan-mnist"):
         metrics = json.loads((repo / "runs" / run / "metrics.json").read_text())
-        assert metrics["fid_domain"] > 0 and 1 <= metrics["mode_coverage"] <= 10
+        assert metrics["fid_domain"] > metrics["fid_domain_floor"] > 0 and metrics["fid_domain_std"] > 0
+        assert 1 <= metrics["mode_coverage"] <= 10 and metrics["kid"] is None  # kid: Inception only
         assert metrics["probe_acc_pixels"] > 0.5  # raw pixels, 10 labelled images per digit
+        curve = (repo / "runs" / run / "curve.tsv").read_text().splitlines()
+        assert curve[0].startswith("epoch\tfid_domain") and len(curve) == 2  # 1 epoch, snapshot_every 1
+    for run in ("dcgan-celeba", "dcgan-anime"):
+        metrics = json.loads((repo / "runs" / run / "metrics.json").read_text())
+        assert metrics["fid_domain"] is None and metrics["kid_domain"] is None
     page = (repo / "reports" / "index.md").read_text()
     assert all(run in page for run in ("gan-mnist", "dcgan-mnist", "dcgan-celeba", "dcgan-anime"))
     assert (repo / "reports" / "samples" / "dcgan-anime.png").is_file()
@@ -52,6 +58,17 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
     # Nothing changed: a second repro runs no stage.
     again = dvc("repro")
     assert "Running stage" not in again
+    assert "up to date" in dvc("status")
+
+    # Evaluation-only changes (sample counts, seed, probe, a new classifier) never retrain.
+    original = (repo / "params.yaml").read_text()
+    for old, new in (("num_real: 1000", "num_real: 900"), ("probe_c_grid: [0.01, 0.1]", "probe_c_grid: [0.1]"),
+                     ("classifier_epochs: 1", "classifier_epochs: 2"), ("device: cpu\n\nruns", "device: cpu\n  seed: 3\n\nruns")):
+        assert old in original, old
+        (repo / "params.yaml").write_text(original.replace(old, new, 1))
+        status = dvc("status")
+        assert "evaluate@dcgan-mnist" in status and "train@" not in status, (old, status)
+    (repo / "params.yaml").write_text(original)
     assert "up to date" in dvc("status")
 
     # A params change re-runs only the affected run.

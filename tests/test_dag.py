@@ -1,0 +1,44 @@
+"""The DAG as DVC resolves it: a face run never reaches MNIST, training never reaches an evaluator."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.dvc_helpers import run
+from pipeline.smoke import REPO
+
+
+@pytest.fixture(scope="module")
+def dag_repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("dag")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, repo / name)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    run(["dvc", "init", "-q"], repo)
+    return repo
+
+
+def upstream(repo, target: str) -> str:
+    """Every stage `dvc repro <target>` would run, as `dvc dag` draws them."""
+    return run(["dvc", "dag", "--dot", target], repo).stdout
+
+
+@pytest.mark.parametrize("target", ["train@dcgan-celeba", "evaluate@dcgan-celeba", "evaluate@dcgan-anime"])
+def test_face_runs_never_need_mnist_or_its_classifier(dag_repo, target):
+    stages = upstream(dag_repo, target)
+    assert target in stages
+    assert "mnist" not in stages, stages
+
+
+@pytest.mark.parametrize("target", ["train@dcgan-mnist", "train@gan-mnist", "train@dcgan-celeba"])
+def test_training_never_depends_on_an_evaluator(dag_repo, target):
+    stages = upstream(dag_repo, target)
+    assert "domain_evaluator" not in stages and "fid_reference" not in stages, stages
+
+
+def test_mnist_evaluation_uses_the_classifier(dag_repo):
+    stages = upstream(dag_repo, "evaluate@dcgan-mnist")
+    assert "domain_evaluator@mnist" in stages and "fid_reference@mnist" in stages and "train@dcgan-mnist" in stages
