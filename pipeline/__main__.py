@@ -9,6 +9,7 @@
     python -m pipeline train gan-mnist
     python -m pipeline evaluate gan-mnist
     python -m pipeline report
+    python -m pipeline compare [REV ...]
     python -m pipeline smoke
 """
 
@@ -94,6 +95,15 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {build_report(load_params(args.params), RUNS_DIR, REPORTS_DIR)}")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from pipeline.report import compare_text
+
+    try:
+        print(compare_text(load_params(args.params), RUNS_DIR, args.revisions), end="")
+    except ValueError as exc:  # an unknown revision or an unreadable params.yaml there
+        raise ParamsError(str(exc)) from None
+
+
 def cmd_crop_faces(args: argparse.Namespace) -> None:
     from pipeline.faces import crop
 
@@ -140,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     sub.add_parser("report", help="one page comparing every run -> reports/index.md").set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="the report's tables in the terminal: the workspace, or git revisions / "
+                       "DVC experiments side by side")
+    p.add_argument("revisions", nargs="*", metavar="REV", help="git revisions or DVC experiment names")
+    p.set_defaults(func=cmd_compare)
 
     from pipeline.faces import crop, evaluate as faces_evaluate  # light imports: argparse wiring only
 

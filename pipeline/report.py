@@ -114,6 +114,7 @@ class RunView:
     curves: dict = field(default_factory=dict)
     eval_curves: dict = field(default_factory=dict)
     folder: Path | None = None
+    source: str = "workspace"  # or the git revision / DVC experiment it was read from
 
 
 def collect_runs(params: Params, runs_dir: Path | str) -> dict[str, RunView]:
@@ -152,7 +153,7 @@ def seed_groups(runs: dict[str, RunView]) -> dict[str, list[str]]:
     The group is named after its first run with a trailing seed suffix (-s1, _seed2) removed."""
     by_key: dict[str, list[str]] = {}
     for name, run in runs.items():
-        key = json.dumps(run.params.model_dump(exclude={"seed"}), sort_keys=True, default=str)
+        key = json.dumps([run.source, run.params.model_dump(exclude={"seed"})], sort_keys=True, default=str)
         by_key.setdefault(key, []).append(name)
     groups = {}
     for names in by_key.values():
@@ -288,17 +289,23 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
 
 
 def _floor_rows(runs: dict[str, RunView], quality) -> list[list[str]]:
-    """One 'real data' row per dataset: the same distances between two disjoint real sets."""
+    """One 'real data' row per dataset: the same distances between two disjoint real sets
+    (from protocol.json; a git revision has only metrics.json's fid_floor/fid_domain_floor)."""
     rows, seen = [], set()
     for run in runs.values():
         floor = run.protocol.get("floor")
-        if not floor or run.params.dataset in seen:
+        if not floor and run.metrics and any(_finite(run.metrics.get(k)) for k in ("fid_floor", "fid_domain_floor")):
+            floor = {"split": "disjoint real", "num_images": run.metrics.get("num_samples"),
+                     "inception": {"fid": run.metrics.get("fid_floor")},
+                     "domain": {"fid": run.metrics.get("fid_domain_floor")}}
+        if not floor or (run.source, run.params.dataset) in seen:
             continue
-        seen.add(run.params.dataset)
+        seen.add((run.source, run.params.dataset))
         flat = {key: value for key, value in (floor.get("inception") or {}).items()}
         flat.update({domain_name(key): value for key, value in (floor.get("domain") or {}).items()})
         cells = [cell(flat.get(k), flat.get(s) if s else None, f) for k, s, _, f in quality]
-        rows.append([f"*real data ({floor.get('num_images')} {floor.get('split')} images)*", "–", run.params.dataset,
+        where = "" if run.source == "workspace" else f" @{run.source}"
+        rows.append([f"*real data{where} ({floor.get('num_images')} {floor.get('split')} images)*", "–", run.params.dataset,
                      "–", "–", *cells, "", ""])
     return rows
 
@@ -438,3 +445,61 @@ def _write(runs: dict[str, RunView], out: Path) -> None:
             shutil.copyfile(runs[name].folder / "eval" / "class_histogram.png", out / "figures" / f"classes-{name}.png")
         lines += _table(histograms, [[f"![{n}](figures/classes-{n}.png)" for n in histograms]])
     (out / PAGE).write_text("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def resolve_revision(rev: str, repo: Path) -> str:
+    """A commit for `rev`: anything git resolves, or the name of a DVC experiment (its ref
+    lives under refs/exps/)."""
+    import subprocess
+
+    out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=repo,
+                         capture_output=True, text=True)
+    if out.returncode == 0:
+        return out.stdout.strip()
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], cwd=repo,
+                          capture_output=True, text=True).stdout.split("\n")
+    found = [line.split()[0] for line in refs if line.endswith(f"/{rev}")]
+    if len(found) != 1:
+        raise ValueError(f"{rev}: not a git revision nor a DVC experiment name (see `dvc exp list`)")
+    return found[0]
+
+
+def collect_runs_at(rev: str, repo: Path | str) -> dict[str, RunView]:
+    """Every run of params.yaml at `rev`, with the metrics.json files git holds there
+    (metrics are `cache: false`, so commits and DVC experiments carry them)."""
+    import subprocess
+
+    import yaml
+
+    repo = Path(repo)
+    commit = resolve_revision(rev, repo)
+
+    def show(path: str) -> str | None:
+        out = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=repo, capture_output=True, text=True)
+        return out.stdout if out.returncode == 0 else None
+
+    text = show("params.yaml")
+    if text is None:
+        raise ValueError(f"{rev}: has no params.yaml")
+    params = Params.model_validate(yaml.safe_load(text))
+    out = {}
+    for name, run in params.runs.items():
+        metrics, live = show(f"runs/{name}/metrics.json"), show(f"runs/{name}/dvclive/metrics.json")
+        out[f"{name}@{rev}"] = RunView(name=f"{name}@{rev}", params=run, source=rev,
+                                       metrics=json.loads(metrics) if metrics else None,
+                                       trained=live is not None, live=json.loads(live) if live else {})
+    return out
+
+
+def compare_text(params: Params, runs_dir: Path | str, revisions: list[str], repo: Path | str = ".") -> str:
+    """`python -m pipeline compare`: the report's tables for the workspace (no revisions) or
+    for the given git revisions / DVC experiments, side by side."""
+    runs: dict[str, RunView] = {}
+    if not revisions:
+        runs = collect_runs(params, runs_dir)
+    for rev in revisions:
+        runs.update(collect_runs_at(rev, repo))
+    return "\n".join(metric_tables(runs)) + "\n"

@@ -3,6 +3,7 @@
 import json
 import math
 import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -54,6 +55,22 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
     exp = dvc("exp", "show", "--no-pager", "--csv")
     assert "runs/dcgan-mnist/dvclive/metrics.json:loss_g" in exp
     assert "runs/dcgan-mnist/metrics.json:fid_domain" in exp
+
+    # Comparing in the terminal (README "Report and comparing runs"): the workspace, a commit.
+    git = lambda *args: subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)  # noqa: E731
+    git("add", "-A")
+    git("commit", "-q", "-m", "smoke results")
+    python = lambda *args: subprocess.run([sys.executable, *args], cwd=repo, env=env, check=True,  # noqa: E731
+                                          capture_output=True, text=True).stdout
+    workspace = python("-m", "pipeline", "compare")
+    committed = python("-m", "pipeline", "compare", "HEAD")
+    row = next(line for line in committed.splitlines() if line.startswith("| dcgan-mnist@HEAD"))
+    metrics = json.loads((repo / "runs" / "dcgan-mnist" / "metrics.json").read_text())
+    assert f"{metrics['fid_domain']:.2f} ± {metrics['fid_domain_std']:.2f}" in row
+    assert f"{metrics['fid_domain']:.2f} ± {metrics['fid_domain_std']:.2f}" in workspace
+    shown = dvc("exp", "show", "--no-pager", "--csv", "--only-metrics", "--drop",
+                "dvclive|probe_acc_n|_random_d_|_pixels_|kid_std|num_")
+    assert "runs/dcgan-mnist/metrics.json:fid_domain" in shown and "dvclive" not in shown
 
     # Nothing changed: a second repro runs no stage.
     again = dvc("repro")
