@@ -11,6 +11,7 @@
     python -m pipeline report
     python -m pipeline compare [REV ...]
     python -m pipeline smoke
+    python -m pipeline results
 """
 
 from __future__ import annotations
@@ -116,6 +117,12 @@ def cmd_faces_eval(args: argparse.Namespace) -> None:
     evaluate.main(args)
 
 
+def cmd_results(args: argparse.Namespace) -> None:
+    from pipeline.results import results
+
+    results(workdir=args.workdir)
+
+
 def cmd_smoke(args: argparse.Namespace) -> None:
     from pipeline.smoke import smoke
 
@@ -165,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("faces-eval", help="a detector's recall, extra detections and speed on a folder with faces.json")
     faces_evaluate.add_arguments(p)
     p.set_defaults(func=cmd_faces_eval)
+
+    p = sub.add_parser("results", help="README's Results: `dvc repro` of params.results.yaml in a copy -> docs/results/")
+    p.add_argument("--workdir", type=Path, default=None, help="folder for the copy (default: a new temp dir)")
+    p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("smoke", help="real `dvc repro` of a small profile in a temporary copy of the repo")
     p.add_argument("--workdir", type=Path, default=None,

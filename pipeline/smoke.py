@@ -37,7 +37,9 @@ def project_files(repo: Path = REPO) -> list[str]:
     """Tracked and untracked-but-not-ignored files: the working tree as a clean clone sees it."""
     out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                          cwd=repo, check=True, capture_output=True).stdout
-    return [name for name in out.decode().split("\0") if name and (repo / name).is_file()]
+    # runs/ holds a user's metrics (git-tracked, not ignored): never part of a fresh copy.
+    return [name for name in out.decode().split("\0")
+            if name and not name.startswith("runs/") and (repo / name).is_file()]
 
 
 def _get(params: dict, key: tuple[str, ...]):

@@ -117,3 +117,16 @@ def test_every_params_key_dvc_tracks_is_in_params_yaml():
                 if node is KeyError:
                     missing.append(f"{name}: {key}")
     assert not missing
+
+
+def test_params_yaml_spells_out_every_key_of_the_sections_that_decide_results():
+    """A default that lives only in config.py would change results behind DVC's back (DVC
+    tracks the file, not config.py): every run and the whole evaluate and mnist sections
+    are written out, the runs through a YAML anchor."""
+    from pipeline.config import EvaluateParams, MnistParams, RunParams
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, run in raw["runs"].items():
+        assert set(run) == set(RunParams.model_fields), (name, set(RunParams.model_fields) - set(run))
+    assert set(raw["evaluate"]) == set(EvaluateParams.model_fields), set(EvaluateParams.model_fields) - set(raw["evaluate"])
+    assert set(raw["mnist"]) == set(MnistParams.model_fields)
