@@ -56,7 +56,7 @@ def main() -> None:
         try:
             with MockBoard(site, posts) as board:
                 params = {"runs": {}, "anime": {"crawl": {
-                    "site": site, "base_url": board.base_url, "tags": "1girl", "download_delay": 0,
+                    "sources": [{"site": site, "base_url": board.base_url, "tags": "1girl"}], "download_delay": 0,
                     "min_width": 64, "min_height": 64, "max_posts": args.posts}}}
                 (tmp / "params.yaml").write_text(yaml.safe_dump(params))
                 result = subprocess.run(

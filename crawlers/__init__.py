@@ -1,9 +1,13 @@
 """The anime-image crawler: a scrapy project for Gelbooru 0.2, Moebooru and Danbooru boards.
 
-`python -m crawlers crawl` (the DVC stage `crawl_anime`) fills `data/raw/anime/`:
+`python -m crawlers crawl` (the DVC stage `crawl_anime`) crawls every source of
+`anime.crawl.sources` (params.py) into one store, `data/raw/anime/`:
 
     images/<sha256>.<ext>   every stored image, named by the SHA-256 of its bytes
     manifest.jsonl          one line per stored post: the crawl's memory (never fetched again)
     crawl_stats.json        the last run's summary (posts seen, new, skipped, bytes, time)
-    crawl_state.json        whether the last run finished cleanly (enables the early stop)
+    crawl_state.json        per listing: whether the last run walked it completely (enables the early stop)
+
+The crawler is the bottom layer: it imports nothing from `pipeline` (tests/crawlers/
+test_layering.py), which builds on it (the params type, the log reader, atomic writes).
 """

@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import PARAMS_FILE, RAW_ANIME_DIR, ParamsError, load_params
+from crawlers.params import PARAMS_FILE, RAW_ANIME_DIR, ParamsError, load_crawl_params
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crawlers", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    crawl = commands.add_parser("crawl", help="crawl the board in anime.crawl into the raw anime set")
+    crawl = commands.add_parser("crawl", help="crawl the boards of anime.crawl.sources into the raw anime set")
     crawl.add_argument("--params", type=Path, default=PARAMS_FILE, help="params file (default: %(default)s)")
     crawl.add_argument("--out", type=Path, default=RAW_ANIME_DIR, help="output folder (default: %(default)s)")
     crawl.add_argument("-s", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        params = load_params(args.params).anime.crawl
+        params = load_crawl_params(args.params)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -36,13 +36,17 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = run_crawl(params, args.out, overrides)
     print(format_summary(summary), flush=True)
-    if summary["stop_reason"] == "robots":
-        print("error: robots.txt forbids the board's API (see the log above and README 'Crawling')", file=sys.stderr)
-        return 1
-    if summary["stop_reason"] in ("listing_failed", "unknown"):
-        print("error: the board's listing could not be read (see the log above)", file=sys.stderr)
-        return 1
-    return 0
+    # Every source ran to its end; the posts of the sources that worked are kept either way.
+    status = 0
+    for source in summary["sources"]:
+        if source["stop_reason"] == "robots":
+            print(f"error: robots.txt forbids the API of {source['base_url']} (see the log above and "
+                  "README 'Crawling')", file=sys.stderr)
+            status = 1
+        elif source["stop_reason"] in ("listing_failed", "unknown"):
+            print(f"error: the listing of {source['base_url']} could not be read (see the log above)", file=sys.stderr)
+            status = 1
+    return status
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""One crawl run: open the crawl's memory, run the spider, write the summary and the state."""
+"""One crawl run: open the crawl's memory, run the spider over every source, write the summary
+and the state."""
 
 from __future__ import annotations
 
@@ -11,30 +12,34 @@ from typing import Any
 
 from scrapy.crawler import CrawlerProcess
 
+from crawlers.atomic import write_json_atomic
 from crawlers.manifest import CrawlMemory
+from crawlers.params import AnimeCrawlParams, BoardSource
 from crawlers.pipelines import IMAGES_SUBDIR, remove_temp_files
 from crawlers.settings import build_settings
-from crawlers.spiders import SPIDERS
-from pipeline.config import AnimeCrawlParams
-from pipeline.datasets import write_json_atomic
+from crawlers.spiders import BoardSpider
 
 logger = logging.getLogger(__name__)
 
 STATS_FILE = "crawl_stats.json"
 STATE_FILE = "crawl_state.json"
-SKIP_REASONS = ("known", "rating", "size", "bad_image", "md5_mismatch", "content_type", "too_large",
-                "duplicate", "unavailable", "offsite", "robots", "failed")
-# A run that stopped for one of these walked the listing without gaps.
-CLEAN_STOPS = {"end", "known", "max_posts"}
+SKIP_REASONS = ("known", "rating", "size", "too_many_pixels", "bad_image", "md5_mismatch", "content_type",
+                "too_large", "duplicate", "unavailable", "offsite", "robots", "failed")
+# A listing that stopped for one of these was walked without gaps down to the bottom, or down
+# to posts that an earlier complete walk had seen. Not max_posts: below that stop lies
+# unexplored listing, so the next run must walk past its known posts to grow the set.
+COMPLETE_STOPS = {"end", "known"}
+# The reasons a source's listing could not be read; the CLI exits with an error.
+FAILED_STOPS = ("robots", "listing_failed", "unknown")
 
 
 class CrawlError(RuntimeError):
     """The crawl could not read the board's listing (robots.txt, HTTP errors)."""
 
 
-def listing_key(params: AnimeCrawlParams) -> str:
+def listing_key(source: BoardSource) -> str:
     """The listing a state entry describes: one out folder may collect several boards."""
-    return f"{params.site} {params.base_url} tags={params.tags!r} ratings={sorted(params.ratings)}"
+    return source.listing_key
 
 
 def read_state(out_dir: Path) -> dict[str, Any]:
@@ -45,20 +50,32 @@ def read_state(out_dir: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
+def overall_stop(reasons: list[str]) -> str:
+    """One stop reason for the run: a failure if any source failed, else the first of
+    max_posts, known, end that some source stopped for."""
+    for reason in (*FAILED_STOPS, "max_posts", "known", "end"):
+        if reason in reasons:
+            return reason
+    return reasons[0] if reasons else "unknown"
+
+
 def run_crawl(params: AnimeCrawlParams, out_dir: Path | str, settings_overrides: dict[str, str] | None = None) -> dict[str, Any]:
     out_dir = Path(out_dir)
     (out_dir / IMAGES_SUBDIR).mkdir(parents=True, exist_ok=True)
     removed = remove_temp_files(out_dir / IMAGES_SUBDIR)
-    state, key = read_state(out_dir), listing_key(params)
-    early_stop = bool(state.get(key, {}).get("clean"))
-    # Marked unclean until the end, so a kill at any point disables the next run's early stop.
-    state[key] = {"clean": False, "started_at": _now()}
+    state = read_state(out_dir)
+    keys = [listing_key(source) for source in params.sources]
+    # Entries written before several boards said "clean" (max_posts included): not trusted.
+    early_stop = [bool(state.get(key, {}).get("complete")) for key in keys]
+    # Marked incomplete until the end, so a kill at any point disables the next run's early stop.
+    for key in keys:
+        state[key] = {"complete": False, "started_at": _now()}
     write_json_atomic(out_dir / STATE_FILE, state)
 
     memory = CrawlMemory(out_dir)
     started = time.monotonic()
     process = CrawlerProcess(build_settings(params, out_dir, settings_overrides))
-    crawler = process.create_crawler(SPIDERS[params.site])
+    crawler = process.create_crawler(BoardSpider)
     try:
         process.crawl(crawler, params=params, memory=memory, early_stop=early_stop)
         process.start()
@@ -67,10 +84,28 @@ def run_crawl(params: AnimeCrawlParams, out_dir: Path | str, settings_overrides:
     seconds = time.monotonic() - started
 
     stats = crawler.stats.get_stats()
+    listings = crawler.spider.listings
+    finish_reason = stats.get("finish_reason")
+    sources = []
+    for listing in listings:
+        counts = listing.counts
+        sources.append({
+            "site": listing.source.site,
+            "base_url": listing.source.base_url,
+            "tags": listing.source.tags,
+            "posts_seen": counts.get("seen", 0),
+            "new": counts.get("new", 0),
+            "skipped": {reason: counts.get(f"skipped/{reason}", 0) for reason in SKIP_REASONS},
+            "bytes": counts.get("bytes", 0),
+            "pages": counts.get("pages", 0),
+            "stop_reason": listing.stop_reason or "unknown",
+            "early_stop_enabled": listing.early_stop,
+        })
     new = int(stats.get("anime/new", 0))
+    first = params.sources[0]
     summary = {
-        "site": params.site,
-        "base_url": params.base_url,
+        "site": first.site if len(sources) == 1 else "+".join(s["site"] for s in sources),
+        "base_url": first.base_url if len(sources) == 1 else " ".join(s["base_url"] for s in sources),
         "posts_seen": int(stats.get("anime/seen", 0)),
         "new": new,
         "skipped": {reason: int(stats.get(f"anime/skipped/{reason}", 0)) for reason in SKIP_REASONS},
@@ -78,27 +113,34 @@ def run_crawl(params: AnimeCrawlParams, out_dir: Path | str, settings_overrides:
         "seconds": round(seconds, 3),
         "images_per_second": round(new / seconds, 2) if seconds > 0 else 0.0,
         "pages": int(stats.get("anime/pages", 0)),
-        "stop_reason": stats.get("anime/stop_reason", "unknown"),
-        "finish_reason": stats.get("finish_reason"),
-        "early_stop_enabled": early_stop,
+        "stop_reason": overall_stop([s["stop_reason"] for s in sources]),
+        "finish_reason": finish_reason,
+        "early_stop_enabled": any(early_stop),
         "manifest_posts": memory.manifest.count,
         "temp_files_removed": removed,
+        "sources": sources,
         "finished_at": _now(),
     }
     write_json_atomic(out_dir / STATS_FILE, summary)
-    clean = (summary["stop_reason"] in CLEAN_STOPS and summary["finish_reason"] == "finished"
-             and summary["skipped"]["failed"] == 0)
-    state[key] = {"clean": clean, "finished_at": summary["finished_at"]}
+    for key, source in zip(keys, sources):
+        complete = (source["stop_reason"] in COMPLETE_STOPS and finish_reason == "finished"
+                    and source["skipped"]["failed"] == 0)
+        state[key] = {"complete": complete, "finished_at": summary["finished_at"]}
     write_json_atomic(out_dir / STATE_FILE, state)
     return summary
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     skipped = ", ".join(f"{reason} {count}" for reason, count in summary["skipped"].items() if count) or "none"
-    return (f"crawl {summary['site']} {summary['base_url']}: {summary['posts_seen']} posts seen, "
-            f"{summary['new']} new, skipped: {skipped}; {summary['bytes'] / 1e6:.1f} MB in "
-            f"{summary['seconds']:.1f} s ({summary['images_per_second']} images/s); "
-            f"stopped: {summary['stop_reason']}; manifest: {summary['manifest_posts']} posts")
+    lines = [f"crawl {summary['site']} {summary['base_url']}: {summary['posts_seen']} posts seen, "
+             f"{summary['new']} new, skipped: {skipped}; {summary['bytes'] / 1e6:.1f} MB in "
+             f"{summary['seconds']:.1f} s ({summary['images_per_second']} images/s); "
+             f"stopped: {summary['stop_reason']}; manifest: {summary['manifest_posts']} posts"]
+    if len(summary["sources"]) > 1:
+        for source in summary["sources"]:
+            lines.append(f"  {source['site']} {source['base_url']} ({source['tags']}): {source['posts_seen']} seen, "
+                         f"{source['new']} new, {source['pages']} pages, stopped: {source['stop_reason']}")
+    return "\n".join(lines)
 
 
 def _now() -> str:

@@ -22,8 +22,7 @@ from scrapy.pipelines.files import FilesPipeline, FSFilesStore
 from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.defer import deferred_from_coro, ensure_awaitable
 
-from pipeline.atomic import write_bytes_atomic
-
+from crawlers.atomic import write_bytes_atomic
 from crawlers.images import Rejected, check_md5, is_image_content_type, sniff_format, verify_image
 
 logger = logging.getLogger(__name__)
@@ -139,7 +138,7 @@ class BoardFilesPipeline(FilesPipeline):
                 continue
             error = value.value
             reason = getattr(error, "reason", "failed")
-            self.crawler.stats.inc_value(f"anime/skipped/{reason}")
+            self.crawler.spider.skip(item["source"], reason)
             if reason in PERMANENT_REJECTIONS:
                 self.crawler.spider.memory.rejected.append({
                     "site": item["site"], "post_id": item["post_id"], "md5": item["md5"], "reason": reason,
@@ -159,10 +158,11 @@ class ManifestPipeline:
         return cls(crawler)
 
     def process_item(self, item, spider=None):
-        memory = self.crawler.spider.memory
+        spider = self.crawler.spider
+        memory = spider.memory
         stored = item["stored"]
         if memory.manifest.knows_sha256(stored["sha256"]):
-            self.crawler.stats.inc_value("anime/skipped/duplicate")
+            spider.skip(item["source"], "duplicate")
             raise DropItem(f"post {item['post_id']} has the same bytes as a stored post")
         memory.manifest.append({
             "site": item["site"], "post_id": item["post_id"], "md5": item["md5"],
@@ -170,8 +170,8 @@ class ManifestPipeline:
             "rating": item["rating"], "width": stored["width"], "height": stored["height"],
             "bytes": stored["bytes"], "source_url": item["source_url"], "fetched_at": _now(),
         })
-        self.crawler.stats.inc_value("anime/new")
-        self.crawler.stats.inc_value("anime/bytes", stored["bytes"])
+        spider.count(item["source"], "new")
+        spider.count(item["source"], "bytes", stored["bytes"])
         return item
 
 

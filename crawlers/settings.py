@@ -1,5 +1,5 @@
 """Scrapy settings: fixed project defaults here, the `anime.crawl` params applied by
-`build_settings` (the params are the only knobs a user turns; see pipeline/config.py)."""
+`build_settings` (the params are the only knobs a user turns; see crawlers/params.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from pathlib import Path
 
 from scrapy.settings import Settings
 
-from pipeline.config import AnimeCrawlParams
+from crawlers.params import AnimeCrawlParams
 
 BOT_NAME = "dcgan-pipeline"
 SPIDER_MODULES = ["crawlers.spiders"]
 
 # Politeness (README "Crawling"). DOWNLOAD_DELAY and the per-host concurrency come from
-# anime.crawl.download_delay: 1 s and one request at a time per host by default.
+# anime.crawl.download_delay: 1 s and one request at a time per host by default. Scrapy keys
+# its download slots by host name, so each board (and each file host) has its own delay, and
+# sources on one host share theirs (crawlers/spiders/base.py runs them all in one crawler).
 ROBOTSTXT_OBEY = True
 DOWNLOAD_DELAY_JITTER = 0  # the delay is a floor: no random shortening below it
 AUTOTHROTTLE_MAX_DELAY = 60.0

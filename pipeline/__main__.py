@@ -112,9 +112,9 @@ def cmd_crop_faces(args: argparse.Namespace) -> None:
 
 
 def cmd_faces_eval(args: argparse.Namespace) -> None:
-    from pipeline.faces import evaluate
+    from pipeline.faces import detector_eval
 
-    evaluate.main(args)
+    detector_eval.main(args)
 
 
 def cmd_results(args: argparse.Namespace) -> None:
@@ -163,14 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("revisions", nargs="*", metavar="REV", help="git revisions or DVC experiment names")
     p.set_defaults(func=cmd_compare)
 
-    from pipeline.faces import crop, evaluate as faces_evaluate  # light imports: argparse wiring only
+    from pipeline.faces import crop, detector_eval  # light imports: argparse wiring only
 
     p = sub.add_parser("crop-faces", help="crawled illustrations -> data/datasets/anime (face crops)")
     crop.add_arguments(p)
     p.set_defaults(func=cmd_crop_faces)
 
     p = sub.add_parser("faces-eval", help="a detector's recall, extra detections and speed on a folder with faces.json")
-    faces_evaluate.add_arguments(p)
+    detector_eval.add_arguments(p)
     p.set_defaults(func=cmd_faces_eval)
 
     p = sub.add_parser("results", help="README's Results: `dvc repro` of params.results.yaml in a copy -> docs/results/")

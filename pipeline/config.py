@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# The crawler owns anime.crawl, the raw folder and the params-file reading; pipeline builds on
+# crawlers, never the reverse (tests/crawlers/test_layering.py).
+from crawlers.params import (PARAMS_FILE, RAW_ANIME_DIR, AnimeCrawlParams, ParamsError, one_line_error,
+                             read_params_file)
+
 # Fixed layout (DESIGN.md). Relative to the repository root, where DVC runs every stage.
-PARAMS_FILE = Path("params.yaml")
 DATASETS_DIR = Path("data/datasets")
-RAW_ANIME_DIR = Path("data/raw/anime")
 RUNS_DIR = Path("runs")
 REPORTS_DIR = Path("reports")
 # One folder per dataset: its domain evaluator (MNIST: the LeNet behind fid_domain; the face
 # sets: a note that they have none), so a face run never depends on MNIST.
 EVALUATORS_DIR = Path("data/evaluators")
 REFERENCE_DIR = Path("data/reference")  # real-image feature statistics, one folder per dataset
-
-
-class ParamsError(ValueError):
-    """Bad params; the message is one line naming the file and the key."""
 
 
 class Strict(BaseModel):
@@ -92,70 +90,6 @@ class CelebaParams(Strict):
 
 
 
-class AnimeCrawlParams(Strict):
-    """`anime.crawl`: which image board to crawl and how politely (crawlers/, README "Crawling")."""
-
-    # The largest page each API serves. Gelbooru 0.2 documents 1000 but gelbooru.com caps at
-    # 100; Moebooru (Konachan, yande.re) caps at 100; Danbooru at 200.
-    PAGE_SIZE_MAX: ClassVar[dict[str, int]] = {"gelbooru": 100, "moebooru": 100, "danbooru": 200}
-    # Ratings are compared after each spider maps its site's letters to these names
-    # (Moebooru "s" is safe, Danbooru "s" is sensitive, so raw letters would be ambiguous).
-    RATINGS: ClassVar[tuple[str, ...]] = ("general", "safe", "sensitive", "questionable", "explicit")
-
-    site: Literal["gelbooru", "moebooru", "danbooru"] = "gelbooru"
-    base_url: str = "https://safebooru.org"
-    # Extra hosts that serve the board's files (its CDN); anything else is off-site.
-    # Subdomains of base_url's host are always allowed (e.g. files.yande.re for yande.re).
-    file_hosts: list[str] = Field(default_factory=list)
-    tags: str = "1girl solo"
-    ratings: list[str] = Field(default_factory=lambda: ["general", "safe"], min_length=1)
-    min_width: int = Field(256, ge=0)
-    min_height: int = Field(256, ge=0)
-    max_posts: PositiveInt = 1000  # most posts one run downloads (new posts that passed the filters)
-    page_size: PositiveInt | None = None  # null = the API's maximum
-    stop_after_known: PositiveInt = 200  # a refresh stops after this many known posts in a row
-    max_file_size: PositiveInt = 20 * 1024 * 1024  # bytes; larger downloads are aborted
-    max_pixels: PositiveInt = 89_478_485  # decompression-bomb limit (Pillow's default)
-    download_delay: float = Field(1.0, ge=0)  # seconds between requests to one host; 0 = no limit
-    obey_robots: bool = True
-    user_agent: str = "dcgan-pipeline/0.1 (+https://github.com/dcgan-pipeline/dcgan-pipeline)"
-
-    @field_validator("base_url")
-    @classmethod
-    def _base_url(cls, value: str) -> str:
-        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
-            raise ValueError(f"must be an http(s) URL such as https://safebooru.org (got {value!r})")
-        return value.rstrip("/")
-
-    @field_validator("ratings")
-    @classmethod
-    def _ratings(cls, value: list[str]) -> list[str]:
-        unknown = [r for r in value if r not in cls.RATINGS]
-        if unknown:
-            raise ValueError(f"unknown rating {unknown[0]!r}; use {', '.join(cls.RATINGS)}")
-        return value
-
-    @field_validator("user_agent")
-    @classmethod
-    def _user_agent(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must identify the project (boards block anonymous crawlers)")
-        return value
-
-    @field_validator("page_size")
-    @classmethod
-    def _page_size(cls, value: int | None, info) -> int | None:
-        site = info.data.get("site")
-        limit = cls.PAGE_SIZE_MAX.get(site)
-        if value is not None and limit is not None and value > limit:
-            raise ValueError(f"must be at most {limit}, the {site} API's limit")
-        return value
-
-    @property
-    def effective_page_size(self) -> int:
-        return self.page_size or self.PAGE_SIZE_MAX[self.site]
-
-
 class AnimeFacesParams(Strict):
     # Which detector finds the faces (pipeline/faces/detectors.py). The default is the one that
     # scored best on ../shared/data/anime-dev (README, "Anime face detection"); MTCNN was trained
@@ -192,14 +126,17 @@ class AnimeFacesParams(Strict):
     test_fraction: Probability = 0.1  # of source images, chosen by their sha256 (stable)
     contact_sheet_size: int = Field(64, ge=0)  # crops on contact_sheet.png
     mtcnn_thresholds: tuple[Probability, Probability, Probability] = (0.6, 0.7, 0.7)
-    batch_size: PositiveInt = 32  # pages decoded and detected together (MTCNN batches them)
+    batch_size: PositiveInt = 32  # at most this many pages decoded and detected together (MTCNN batches them)
+    # Processes that decode and detect (pipeline/faces/pages.py); null = every core. The output
+    # does not depend on it. MTCNN on a GPU runs in the stage's own process.
+    workers: PositiveInt | None = None
     device: DeviceName = "auto"
     seed: int = 0
 
 
 
 class AnimeParams(Strict):
-    crawl: AnimeCrawlParams = AnimeCrawlParams()
+    crawl: AnimeCrawlParams = AnimeCrawlParams()  # defined with the crawler: crawlers/params.py
     faces: AnimeFacesParams = AnimeFacesParams()
 
 
@@ -339,30 +276,10 @@ class Params(Strict):
         return self.runs[name]
 
 
-def _one_line(error: ValidationError, source: Path) -> str:
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "<root>"
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif "input" in first and not isinstance(first["input"], dict) and f"(got {first['input']!r})" not in message:
-        message = f"{message} (got {first['input']!r})"
-    more = len(error.errors()) - 1
-    suffix = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
-    return f"{source}: {key}: {message[0].lower() + message[1:]}{suffix}"
-
-
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found (run from the repository root)") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: expected a mapping at the top level")
+    raw = read_params_file(path)
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError(_one_line(exc, path)) from None
+        raise ParamsError(one_line_error(exc, path)) from None

@@ -107,8 +107,9 @@ def smoke_params(params_file: Path, *, base_url: str, celeba_source: Path | str)
     params = resolve_paths(yaml.safe_load(params_file.read_text()), REPO)
     if _get(params, ("celeba", "source")) == "smoke-fixture":
         _set(params, ("celeba", "source"), str(celeba_source))
-    if _get(params, ("anime", "crawl", "base_url")) == "mock-board":
-        _set(params, ("anime", "crawl", "base_url"), base_url)
+    for source in _get(params, ("anime", "crawl", "sources")) or []:
+        if isinstance(source, dict) and source.get("base_url") == "mock-board":
+            source["base_url"] = base_url
     # Every key written out, defaults included: DVC tracks params keys only when they are in the file.
     return Params.model_validate(params).model_dump(mode="json")
 

@@ -33,7 +33,7 @@ def test_smoke_params_load():
 
     data = smoke_params(REPO / "params.smoke.yaml", base_url="http://127.0.0.1:8000", celeba_source="/data/celeba")
     params = Params.model_validate(data)
-    assert params.anime.crawl.base_url == "http://127.0.0.1:8000"
+    assert [source.base_url for source in params.anime.crawl.sources] == ["http://127.0.0.1:8000"]
     assert params.celeba.source == "/data/celeba"
     assert Path(params.mnist.source).is_absolute()
     assert set(params.runs) >= {"gan-mnist", "dcgan-mnist"}

@@ -1,7 +1,10 @@
-"""One spider per board API; `SPIDERS` maps `anime.crawl.site` to its class."""
+"""The spider (base.py) and one API per board; `APIS` maps a source's `site` to its API class."""
 
-from crawlers.spiders.danbooru import DanbooruSpider
-from crawlers.spiders.gelbooru import GelbooruSpider
-from crawlers.spiders.moebooru import MoebooruSpider
+from crawlers.spiders.base import BoardSpider
+from crawlers.spiders.danbooru import DanbooruApi
+from crawlers.spiders.gelbooru import GelbooruApi
+from crawlers.spiders.moebooru import MoebooruApi
 
-SPIDERS = {cls.name: cls for cls in (GelbooruSpider, MoebooruSpider, DanbooruSpider)}
+APIS = {cls.name: cls for cls in (GelbooruApi, MoebooruApi, DanbooruApi)}
+
+__all__ = ["APIS", "BoardSpider"]

@@ -1,16 +1,23 @@
-"""What every board spider shares: paging, the filters, the early stop, the robots message.
+"""The one spider: every source of `anime.crawl.sources`, each a listing of its own.
 
-A subclass only knows its API: the page URL for a cursor, the next cursor, and how to turn
-one JSON post into a `Post`. Pages are requested one after another (the next page from the
-previous page's callback), so posts are examined newest first, in order, which the "stop
-after N known posts in a row" rule relies on; the images of a page download concurrently.
+A `BoardApi` subclass only knows its API: the page URL for a cursor, the next cursor, and how
+to turn one JSON post into a `Post`. The spider walks each source's listing (paging, the
+filters, the early stop, the robots message). Within a listing, pages are requested one after
+another (the next page from the previous page's callback), so posts are examined newest
+first, in order, which the "stop after N known posts in a row" rule relies on; the images of
+a page download concurrently.
+
+All sources run in this one spider, so in one scrapy downloader, whose slots are per host:
+each host gets its own DOWNLOAD_DELAY and one request at a time, and two sources on one host
+share that slot instead of doubling its load. A post whose md5 one source has stored or
+scheduled is known to every other source, so an image found on two boards is fetched once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlparse
 
@@ -20,7 +27,7 @@ from scrapy.spidermiddlewares.httperror import HttpError
 
 from crawlers.items import PostItem
 from crawlers.manifest import CrawlMemory
-from pipeline.config import AnimeCrawlParams
+from crawlers.params import AnimeCrawlParams, BoardSource
 
 logger = logging.getLogger(__name__)
 
@@ -41,33 +48,20 @@ class Post:
     file_size: int | None = None
 
 
-class BoardSpider(scrapy.Spider):
+class BoardApi:
+    """One board API for one source: page URLs, cursors, posts. Subclasses per site."""
+
     name: ClassVar[str]
-    # Site rating value -> canonical name (AnimeCrawlParams.RATINGS).
+    # Site rating value -> canonical name (crawlers.params.RATINGS).
     RATING_NAMES: ClassVar[dict[str, str]]
     # The values the site's `rating:` search accepts.
     QUERY_RATINGS: ClassVar[tuple[str, ...]]
 
-    def __init__(self, params: AnimeCrawlParams, memory: CrawlMemory, early_stop: bool, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.params = params
-        self.memory = memory
-        # Only trust "N known posts in a row means the rest is known" when the previous run
-        # finished cleanly; after a kill, older posts may be missing below the known ones.
-        self.early_stop = early_stop
-        base = urlparse(params.base_url)
-        self.base_url = params.base_url
-        self.site_name = base.netloc
-        # OffsiteMiddleware filters every other host, images included (the board's own
-        # subdomains and the declared file hosts pass).
-        self.allowed_domains = [base.hostname, *params.file_hosts]
-        self.page_size = params.effective_page_size
-        self.in_flight_md5: set[str] = set()
-        self.known_in_row = 0
-        self.empty_in_row = 0
-        self.scheduled = 0
+    def __init__(self, source: BoardSource):
+        self.source = source
+        self.base_url = source.base_url
+        self.page_size = source.effective_page_size
 
-    # ------------------------------------------------------------------ subclass API
     def first_cursor(self) -> Any:
         raise NotImplementedError
 
@@ -90,15 +84,14 @@ class BoardSpider(scrapy.Spider):
             raise ValueError(f"expected a JSON list of posts, got {type(data).__name__}")
         return data
 
-    # ------------------------------------------------------------------ shared
     def query_tags(self) -> str:
         """The configured tags plus a rating search; each post's rating is checked again."""
-        allowed = [v for v in self.QUERY_RATINGS if self.RATING_NAMES[v] in self.params.ratings]
+        allowed = [v for v in self.QUERY_RATINGS if self.RATING_NAMES[v] in self.source.ratings]
         if len(allowed) == 1:
             rating = [f"rating:{allowed[0]}"]
         else:
             rating = [f"-rating:{v}" for v in self.QUERY_RATINGS if v not in allowed]
-        return " ".join([*self.params.tags.split(), *rating])
+        return " ".join([*self.source.tags.split(), *rating])
 
     def api_url(self, path: str, query: dict[str, Any]) -> str:
         return f"{self.base_url}{path}?{urlencode(query)}"
@@ -116,98 +109,159 @@ class BoardSpider(scrapy.Spider):
     def rating_name(self, value: Any) -> str | None:
         return self.RATING_NAMES.get(str(value).lower()) if value is not None else None
 
+
+@dataclass
+class Listing:
+    """One source's walk through its board's listing, and its counters."""
+
+    index: int
+    source: BoardSource
+    api: BoardApi
+    # Only trust "N known posts in a row means the rest is known" when the previous run walked
+    # this listing completely; after a kill or a max_posts stop, older posts may be missing.
+    early_stop: bool
+    known_in_row: int = 0
+    empty_in_row: int = 0
+    stop_reason: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def site_name(self) -> str:
+        return urlparse(self.source.base_url).netloc
+
+
+class BoardSpider(scrapy.Spider):
+    name = "boards"
+
+    def __init__(self, params: AnimeCrawlParams, memory: CrawlMemory, early_stop: list[bool], **kwargs: Any):
+        from crawlers.spiders import APIS  # the API modules import this one
+
+        super().__init__(**kwargs)
+        self.params = params
+        self.memory = memory
+        self.listings = [Listing(i, source, APIS[source.site](source), bool(early))
+                         for i, (source, early) in enumerate(zip(params.sources, early_stop, strict=True))]
+        # OffsiteMiddleware filters every other host, images included (the boards' own
+        # subdomains and the declared file hosts pass).
+        hosts = [host for source in params.sources for host in (urlparse(source.base_url).hostname, *source.file_hosts)]
+        self.allowed_domains = list(dict.fromkeys(hosts))
+        self.in_flight_md5: set[str] = set()
+        self.scheduled = 0  # over all sources: max_posts is per run
+
+    # ------------------------------------------------------------------ counters
+    def count(self, listing: Listing | int, key: str, value: int = 1) -> None:
+        """Count for the run (anime/<key>) and for the source."""
+        listing = self.listings[listing] if isinstance(listing, int) else listing
+        self.crawler.stats.inc_value(f"anime/{key}", value)
+        listing.counts[key] = listing.counts.get(key, 0) + value
+
+    def skip(self, listing: Listing | int, reason: str) -> None:
+        self.count(listing, f"skipped/{reason}")
+
+    def stop(self, listing: Listing, reason: str) -> None:
+        if listing.stop_reason is None:
+            listing.stop_reason = reason
+            logger.info("Listing %d (%s) stops: %s", listing.index, listing.source.base_url, reason)
+
+    # ------------------------------------------------------------------ paging
     async def start(self):
-        yield self.page_request(self.first_cursor())
+        for listing in self.listings:
+            yield self.page_request(listing, listing.api.first_cursor())
 
-    def page_request(self, cursor: Any) -> scrapy.Request:
-        return scrapy.Request(self.page_url(cursor), callback=self.parse_page, errback=self.page_failed,
-                              cb_kwargs={"cursor": cursor})
+    def page_request(self, listing: Listing, cursor: Any) -> scrapy.Request:
+        return scrapy.Request(listing.api.page_url(cursor), callback=self.parse_page, errback=self.page_failed,
+                              cb_kwargs={"listing": listing, "cursor": cursor})
 
-    def stop(self, reason: str) -> None:
-        self.crawler.stats.set_value("anime/stop_reason", reason)
-        logger.info("Listing stops: %s", reason)
-
-    def skip(self, reason: str) -> None:
-        self.crawler.stats.inc_value(f"anime/skipped/{reason}")
-
-    def parse_page(self, response: scrapy.http.Response, cursor: Any):
-        self.crawler.stats.inc_value("anime/pages")
+    def parse_page(self, response: scrapy.http.Response, listing: Listing, cursor: Any):
+        self.count(listing, "pages")
+        if self.scheduled >= self.params.max_posts:
+            self.stop(listing, "max_posts")  # another source used up this run's posts
+            return
+        api = listing.api
         try:
-            posts = [self.parse_post(raw) for raw in self.raw_posts(response)]
+            posts = [api.parse_post(raw) for raw in api.raw_posts(response)]
         except (ValueError, KeyError, TypeError) as exc:
-            logger.error("%s: not a %s API page (%s); stopping", response.url, self.name, exc)
-            self.stop("listing_failed")
+            logger.error("%s: not a %s API page (%s); stopping this source", response.url, api.name, exc)
+            self.stop(listing, "listing_failed")
             return
         if not posts:
-            self.empty_in_row += 1
-            following = self.next_cursor(cursor, posts)
-            if self.empty_in_row >= EMPTY_PAGES_AT_END or following is None:
-                self.stop("end")
+            listing.empty_in_row += 1
+            following = api.next_cursor(cursor, posts)
+            if listing.empty_in_row >= EMPTY_PAGES_AT_END or following is None:
+                self.stop(listing, "end")
             else:
-                yield self.page_request(following)
+                yield self.page_request(listing, following)
             return
-        self.empty_in_row = 0
+        listing.empty_in_row = 0
         for post in posts:
-            item = self.consider(post)
+            item = self.consider(listing, post)
             if item == "stop":
                 return
             if item is not None:
                 yield item
                 if self.scheduled >= self.params.max_posts:
-                    self.stop("max_posts")
+                    self.stop(listing, "max_posts")
                     return
-        following = self.next_cursor(cursor, posts)
+        following = api.next_cursor(cursor, posts)
         if following is None:
-            self.stop("end")
+            self.stop(listing, "end")
         else:
-            yield self.page_request(following)
+            yield self.page_request(listing, following)
 
-    def consider(self, post: Post) -> PostItem | str | None:
+    def consider(self, listing: Listing, post: Post) -> PostItem | str | None:
         """The item to download for `post`, None to skip it, or "stop" to end the listing."""
         p = self.params
-        self.crawler.stats.inc_value("anime/seen")
+        self.count(listing, "seen")
         if not post.md5 or not post.file_url:
-            self.skip("unavailable")  # Danbooru hides the file of some posts from anonymous users
+            self.skip(listing, "unavailable")  # Danbooru hides the file of some posts from anonymous users
             return None
         md5 = post.md5.lower()
         if self.memory.knows(md5) or md5 in self.in_flight_md5:
-            self.skip("known")
-            self.known_in_row += 1
-            if self.early_stop and self.known_in_row >= p.stop_after_known:
-                self.stop("known")
+            self.skip(listing, "known")
+            listing.known_in_row += 1
+            if listing.early_stop and listing.known_in_row >= p.stop_after_known:
+                self.stop(listing, "known")
                 return "stop"
             return None
         # Filtered posts below are neither new nor known: they leave the run of known posts as
         # it is, or a board with many filtered posts would never reach stop_after_known.
-        if post.rating not in p.ratings:
-            self.skip("rating")
+        if post.rating not in listing.source.ratings:
+            self.skip(listing, "rating")
             return None
         if post.width < p.min_width or post.height < p.min_height:
-            self.skip("size")
+            self.skip(listing, "size")
+            return None
+        # The API's own numbers are checked before any byte is fetched; the download is
+        # checked again (DOWNLOAD_MAXSIZE, the decoded size), as an API can be wrong.
+        if post.width * post.height > p.max_pixels:
+            self.skip(listing, "too_many_pixels")
             return None
         if post.file_size is not None and post.file_size > p.max_file_size:
-            self.skip("too_large")
+            self.skip(listing, "too_large")
             return None
-        self.known_in_row = 0
+        listing.known_in_row = 0
         self.in_flight_md5.add(md5)
         self.scheduled += 1
         return PostItem(
-            site=self.site_name, post_id=post.post_id, md5=md5, tags=post.tags, rating=post.rating,
+            site=listing.site_name, post_id=post.post_id, md5=md5, tags=post.tags, rating=post.rating,
             width=post.width, height=post.height, source_url=post.file_url, file_urls=[post.file_url],
+            source=listing.index,
         )
 
     def page_failed(self, failure):
         request = failure.request
+        listing: Listing = request.cb_kwargs["listing"]
         if failure.check(IgnoreRequest) and "robots.txt" in str(failure.value):
             host = urlparse(request.url).netloc
             logger.error(
-                "robots.txt of %s forbids %s, so the %s spider stops here. Danbooru's robots.txt "
+                "robots.txt of %s forbids %s, so the %s source stops here. Danbooru's robots.txt "
                 "forbids its JSON API; set anime.crawl.obey_robots: false only if you have the "
-                "site's permission.", host, request.url, self.name)
-            self.stop("robots")
+                "site's permission.", host, request.url, listing.api.name)
+            self.stop(listing, "robots")
         elif failure.check(HttpError):
-            logger.error("%s answered HTTP %s after retries; stopping", request.url, failure.value.response.status)
-            self.stop("listing_failed")
+            logger.error("%s answered HTTP %s after retries; stopping this source", request.url,
+                         failure.value.response.status)
+            self.stop(listing, "listing_failed")
         else:
-            logger.error("%s failed: %s; stopping", request.url, failure.value)
-            self.stop("listing_failed")
+            logger.error("%s failed: %s; stopping this source", request.url, failure.value)
+            self.stop(listing, "listing_failed")

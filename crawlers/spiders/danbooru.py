@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from crawlers.spiders.base import BoardSpider, Post
+from crawlers.spiders.base import BoardApi, Post
 
 
-class DanbooruSpider(BoardSpider):
+class DanbooruApi(BoardApi):
     name = "danbooru"
     RATING_NAMES = {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit"}
     QUERY_RATINGS = ("g", "s", "q", "e")

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from crawlers.spiders.base import BoardSpider, Post
+from crawlers.spiders.base import BoardApi, Post
 
 
-class GelbooruSpider(BoardSpider):
+class GelbooruApi(BoardApi):
     name = "gelbooru"
     RATING_NAMES = {
         "general": "general", "safe": "safe", "sensitive": "sensitive",

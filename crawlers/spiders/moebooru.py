@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from crawlers.spiders.base import BoardSpider, Post
+from crawlers.spiders.base import BoardApi, Post
 
 
-class MoebooruSpider(BoardSpider):
+class MoebooruApi(BoardApi):
     name = "moebooru"
     RATING_NAMES = {"s": "safe", "q": "questionable", "e": "explicit"}
     QUERY_RATINGS = ("s", "q", "e")

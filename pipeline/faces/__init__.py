@@ -2,6 +2,10 @@
 
     detectors.py  make_detector(name, ...) -> Detector; Detector.detect(images) -> boxes
     crop.py       crop_square() and the crop_anime_faces stage
+    pages.py      decoding and detection of the crawled pages in a process pool, remembered per
+                  image and detector setting (detection_cache.py) so a refresh detects only new pages
     hygiene.py    monochrome pages, perceptual-hash near-duplicates, hair-colour labels
-    evaluate.py   faces_eval(): recall, extra detections and images/s on a labelled folder
+    detector_eval.py  faces_eval(): recall, extra detections and images/s on a labelled folder
+                  (`python -m pipeline faces-eval`; not to be confused with pipeline/evaluate/,
+                  which evaluates GANs)
 """

@@ -4,6 +4,11 @@
         -> data/datasets/anime/  images.npy, split.npy, labels.npy (hair colour), meta.json,
                                  faces.jsonl (every face found: kept, or why dropped),
                                  tags.json (the post's tags for each crop), contact_sheet.png
+        -> data/cache/anime-faces/  the detection memory (persists): a refresh detects new pages only
+
+Pages are decoded and detected on every core (pages.py); what depends on the order of all
+pages (near duplicates, crop indices) is done here, in page order, so the dataset is the same
+for any number of workers and whether a page's faces came from memory or a fresh detection.
 
 The geometry (`square_window`, `crop_square`) is shared with CelebA's `crop: mtcnn`.
 """
@@ -16,10 +21,8 @@ import io
 import json
 import logging
 import math
-import os
+import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,11 +33,16 @@ from tqdm import tqdm
 from crawlers.manifest import read_log
 from pipeline.config import DATASETS_DIR, RAW_ANIME_DIR, AnimeFacesParams
 from pipeline.datasets import SPLITS, DatasetWriter
-from pipeline.faces.detectors import Detection, Detector, detector_from_params
-from pipeline.faces.hygiene import (HAIR_COLOURS, Deduplicator, hair_colour_label, is_monochrome,
-                                    parse_tags)
+from pipeline.faces.detection_cache import DetectionCache, detection_settings
+from pipeline.faces.detectors import Detection, Detector
+from pipeline.faces.hygiene import HAIR_COLOURS, Deduplicator, hair_colour_label, parse_tags
 
 logger = logging.getLogger(__name__)
+
+# The detection memory: a `persist: true` output of the stage (dvc.yaml), so DVC keeps it
+# between runs; see detection_cache.py.
+FACES_CACHE_DIR = Path("data/cache/anime-faces")
+CACHE_SAVE_SECONDS = 60.0
 
 # --------------------------------------------------------------------------- geometry
 
@@ -133,14 +141,6 @@ def crop_best_faces(images: Sequence[np.ndarray], detector: Detector, *, margin:
 # --------------------------------------------------------------------------- input
 
 
-@dataclass
-class Page:
-    entry: dict[str, Any]
-    path: Path | None
-    image: np.ndarray | None = None
-    problem: str | None = None  # missing | corrupt | monochrome | duplicate_source
-
-
 def _post_order(entry: dict[str, Any]) -> tuple:
     # Oldest post first (numeric ids compare as numbers), so of two uploads of one picture
     # the earlier one is kept, whatever order the crawl stored them in.
@@ -176,32 +176,6 @@ def load_rgb(path: Path, expected_sha256: str | None = None) -> np.ndarray:
         return np.asarray(pil.convert("RGB"), dtype=np.uint8)
 
 
-def _load_page(page: Page, params: AnimeFacesParams) -> Page:
-    if page.path is None:
-        page.problem = "missing"
-        return page
-    try:
-        page.image = load_rgb(page.path, page.entry["sha256"])
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        logger.warning("skipping %s: %s", page.path, exc)
-        page.problem = "corrupt"
-        return page
-    if params.drop_grayscale and is_monochrome(page.image, params.monochrome_off_hue):
-        page.problem, page.image = "monochrome", None
-    return page
-
-
-def _shrink_for_detection(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """The image at most max_side on its longer side, and the factor back to full size."""
-    height, width = image.shape[:2]
-    if max(height, width) <= max_side:
-        return image, 1.0
-    factor = max(height, width) / max_side
-    size = (max(1, round(width / factor)), max(1, round(height / factor)))
-    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
-    return small, width / size[0]
-
-
 # --------------------------------------------------------------------------- the stage
 
 
@@ -228,57 +202,70 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def crop_anime_faces(params: AnimeFacesParams, raw_dir: Path | str = RAW_ANIME_DIR,
-                     out_dir: Path | str = DATASETS_DIR / "anime", *,
+                     out_dir: Path | str = DATASETS_DIR / "anime", *, cache_dir: Path | str | None = None,
                      detector: Detector | None = None, progress: bool = True) -> dict[str, Any]:
-    """Detect, crop, clean and write the anime face dataset; returns the summary in meta.json."""
+    """Detect, crop, clean and write the anime face dataset; returns the summary in meta.json
+    plus `detection` (pages detected now, from memory, decoded; workers; seconds).
+
+    `cache_dir` holds the detection memory (detection_cache.py); None remembers nothing. A
+    `detector` object (tests) runs in this process and is never remembered.
+    """
+    # pages.py uses this module's geometry, so it is imported here, not at the top.
+    from pipeline.faces.pages import PageTask, detector_name, needs_own_process, process_pages, resolve_workers
+
+    started = time.monotonic()
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     entries = sorted(read_log(raw_dir / "manifest.jsonl", strings=("sha256",)), key=_post_order)
-    if detector is None:
-        # The detectors' own smallest sizes (20-43 px) are below the default min_face_size;
-        # search smaller only when asked to keep smaller faces.
-        detector = detector_from_params(params, min_size=params.min_face_size if params.min_face_size < 20 else None)
-    detector_name = getattr(detector, "name", type(detector).__name__)
-
-    pages: list[Page] = []
-    seen_sources: set[str] = set()
-    for entry in entries:
-        page = Page(entry, _image_path(raw_dir, entry))
-        if entry["sha256"] in seen_sources:
-            page.problem = "duplicate_source"  # one file listed by two posts
-        seen_sources.add(entry["sha256"])
-        pages.append(page)
+    cache = DetectionCache(cache_dir, detection_settings(params) if detector is None else None)
+    name = detector_name(params, detector)
+    workers = 1 if detector is not None or needs_own_process(params) else resolve_workers(params.workers)
 
     page_counts: Counter[str] = Counter()
+    tasks: list[PageTask] = []
+    seen_sources: set[str] = set()
+    for index, entry in enumerate(entries):
+        sha, path = entry["sha256"], _image_path(raw_dir, entry)
+        if sha in seen_sources:
+            page_counts["duplicate_source"] += 1  # one file listed by two posts
+        elif path is None:
+            page_counts["missing"] += 1
+        else:
+            tasks.append(PageTask(index, str(path), sha, cache.facts(sha), cache.found(sha)))
+        seen_sources.add(sha)
+
     faces: list[dict[str, Any]] = []
     crops: list[np.ndarray] = []
     crop_sources: list[dict[str, Any]] = []
     dedup = Deduplicator(params.near_duplicate_distance)
-    size = params.image_size
-    bar = tqdm(total=len(pages), desc="crop faces", unit="page", disable=not progress)
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for start in range(0, len(pages), params.batch_size):
-            batch = pages[start:start + params.batch_size]
-            to_load = [page for page in batch if page.problem is None]
-            # Decoding releases the GIL; map keeps the order, so the output stays deterministic.
-            list(pool.map(lambda page: _load_page(page, params), to_load))
-            ready = [page for page in batch if page.problem is None]
-            shrunk = [_shrink_for_detection(page.image, params.detect_max_side) for page in ready]
-            found_per_page = detector.detect([small for small, _ in shrunk]) if ready else []
-            for page, (_, factor), found in zip(ready, shrunk, found_per_page):
-                found = [d.scaled(factor) for d in found]
-                page_faces = _crop_page(page, found, params, dedup, detector_name, crops, crop_sources)
-                faces.extend(page_faces)
-                page_counts["with_face" if any(f["kept"] for f in page_faces) else "no_face_kept"] += 1
-                page.image = None  # free the full-resolution page
-            for page in batch:
-                if page.problem is not None:
-                    page_counts[page.problem] += 1
-            bar.update(len(batch))
+    detection = Counter(detected=0, from_memory=0, decoded=0)
+    last_save = time.monotonic()
+    bar = tqdm(total=len(entries), initial=len(entries) - len(tasks), desc="crop faces", unit="page",
+               disable=not progress)
+    for chunk in process_pages(tasks, params, workers=workers, detector=detector):
+        for result in chunk:
+            entry = entries[result.index]
+            cache.remember(entry["sha256"], result.facts, result.found if result.detected else None)
+            detection["decoded"] += result.decoded
+            if result.detected:
+                detection["detected"] += 1
+            elif result.found is not None:
+                detection["from_memory"] += 1
+            if result.problem is not None:
+                page_counts[result.problem] += 1
+                continue
+            page_faces = _keep_faces(entry, result, dedup, crops, crop_sources)
+            faces.extend(page_faces)
+            page_counts["with_face" if any(f["kept"] for f in page_faces) else "no_face_kept"] += 1
+        bar.update(len(chunk))
+        if time.monotonic() - last_save > CACHE_SAVE_SECONDS:
+            cache.save()  # a killed stage keeps what it detected
+            last_save = time.monotonic()
     bar.close()
 
     count = len(crops)
     if count == 0:
-        logger.warning("no face was kept from %d pages in %s; the dataset is empty", len(pages), raw_dir)
+        logger.warning("no face was kept from %d pages in %s; the dataset is empty", len(entries), raw_dir)
+    size = params.image_size
     images = np.stack(crops) if count else np.zeros((0, size, size, 3), np.uint8)
     source_shas = [source["sha256"] for source in crop_sources]
     split = np.array([SPLITS["test"] if is_test_source(sha, params.test_fraction) else SPLITS["train"]
@@ -291,8 +278,8 @@ def crop_anime_faces(params: AnimeFacesParams, raw_dir: Path | str = RAW_ANIME_D
     labels = np.array([hair_colour_label(source["tags"]) for source in crop_sources], dtype=np.int64)
     face_counts = Counter("kept" if face["kept"] else face["reason"] for face in faces)
     summary = {
-        "detector": detector_name,
-        "pages": {"listed": len(pages), **dict(sorted(page_counts.items()))},
+        "detector": name,
+        "pages": {"listed": len(entries), **dict(sorted(page_counts.items()))},
         "faces": {"found": len(faces), **dict(sorted(face_counts.items()))},
     }
 
@@ -304,7 +291,8 @@ def crop_anime_faces(params: AnimeFacesParams, raw_dir: Path | str = RAW_ANIME_D
             summary,
             label_names=list(HAIR_COLOURS),
             label_source="hair colour tag of the post; -1 when none or several",
-            params=params.model_dump(mode="json"),
+            # Not `workers`: the dataset is the same whatever the number of processes.
+            params=params.model_dump(mode="json", exclude={"workers"}),
             files={"faces": "faces.jsonl", "tags": "tags.json", "contact_sheet": "contact_sheet.png"},
         )
         # Side files go into the writer's temporary folder, so they appear with the arrays,
@@ -316,46 +304,30 @@ def crop_anime_faces(params: AnimeFacesParams, raw_dir: Path | str = RAW_ANIME_D
             _contact_sheet(images, params.contact_sheet_size, params.seed).save(writer.tmp_dir / "contact_sheet.png")
         else:
             Image.new("RGB", (size, size), (255, 255, 255)).save(writer.tmp_dir / "contact_sheet.png")
+
+    # How this run got there: not part of the dataset (a crop from memory writes the same bytes
+    # as a crop from scratch), printed and kept beside the memory.
+    summary["detection"] = {**detection, "workers": workers, "seconds": round(time.monotonic() - started, 2),
+                            "memory": str(cache.folder) if cache.enabled else None}
+    cache.save(last_run=summary)
     logger.info("anime faces: %s", json.dumps(summary))
     return summary
 
 
-def _crop_page(page: Page, found: list[Detection], params: AnimeFacesParams, dedup: Deduplicator,
-               detector_name: str, crops: list[np.ndarray], crop_sources: list[dict[str, Any]]
-               ) -> list[dict[str, Any]]:
-    """Crop one page's faces, appending kept crops; one faces.jsonl row per detection."""
-    image, entry = page.image, page.entry
-    height, width = image.shape[:2]
+def _keep_faces(entry: dict[str, Any], result, dedup: Deduplicator, crops: list[np.ndarray],
+                crop_sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One page's faces.jsonl rows, with provenance; its crops that are not (near) duplicates
+    of an earlier page's are appended, in page order."""
     tags = parse_tags(entry.get("tags"))
+    pending = iter(zip(result.crops, result.phashes))
     rows = []
-    # Larger faces first: when a page has more than max_faces_per_image, keep the clearest.
-    order = sorted(found, key=lambda d: (-d.side, -d.score, d.box))
-    accepted = 0
-    for detection in order:
-        window = square_window(detection.box, width, height, margin=params.margin, shift_up=params.shift_up)
-        padding = padding_fraction(window, width, height)
-        row = {
-            "source_sha256": entry["sha256"], "site": entry.get("site"), "post_id": entry.get("post_id"),
-            "box": [round(v, 1) for v in detection.box], "score": round(detection.score, 4),
-            "detector": detector_name if detection.detector == detector_name
-            else f"{detector_name}:{detection.detector}",
-            "window": list(window), "padding": round(padding, 4), "kept": False, "reason": None,
-            "index": None,
-        }
+    for planned in result.rows:
+        row = {"source_sha256": entry["sha256"], "site": entry.get("site"), "post_id": entry.get("post_id"), **planned}
         rows.append(row)
-        if detection.score < params.min_score:
-            row["reason"] = "low_score"
-        elif detection.side < params.min_face_size:
-            row["reason"] = "too_small"
-        elif accepted >= params.max_faces_per_image:
-            row["reason"] = "too_many"
-        elif padding > params.max_padding:
-            row["reason"] = "padding"
-        if row["reason"]:
+        if row["reason"] is not None:
             continue
-        accepted += 1
-        crop = cut_window(image, window, params.image_size)
-        reason, phash = dedup.check(crop)
+        crop, phash = next(pending)
+        reason, _ = dedup.check(crop, phash)
         row["phash"] = f"{phash:016x}"
         if reason:
             row["reason"] = reason
@@ -373,13 +345,15 @@ def _crop_page(page: Page, found: list[Detection], params: AnimeFacesParams, ded
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", default=str(RAW_ANIME_DIR), help="crawl folder with manifest.jsonl")
     parser.add_argument("--out", default=str(DATASETS_DIR / "anime"), help="dataset folder to write")
+    parser.add_argument("--cache", default=str(FACES_CACHE_DIR),
+                        help="detection memory, kept between runs (default: %(default)s)")
 
 
 def main(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
 
     params = load_params(args.params).anime.faces
-    summary = crop_anime_faces(params, args.raw, args.out)
+    summary = crop_anime_faces(params, args.raw, args.out, cache_dir=args.cache)
     print(json.dumps(summary, indent=2))
     return 0
 

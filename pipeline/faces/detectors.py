@@ -29,6 +29,7 @@ from typing import Protocol, Sequence
 
 import cv2
 import numpy as np
+from PIL import Image
 
 CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
 CASCADE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
@@ -57,6 +58,18 @@ class Detector(Protocol):
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         """One list of detections per RGB uint8 H x W x 3 image, best first."""
         ...
+
+
+def shrink_for_detection(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """The image at most max_side on its longer side, and the factor back to full size
+    (`Detection.scaled(factor)` puts a box found in it back on the full-size image)."""
+    height, width = image.shape[:2]
+    if max(height, width) <= max_side:
+        return image, 1.0
+    factor = max(height, width) / max_side
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+    return small, width / size[0]
 
 
 def _check_rgb(image: np.ndarray) -> np.ndarray:

@@ -77,9 +77,10 @@ class Deduplicator:
         bits = imagehash.phash(Image.fromarray(crop)).hash.ravel()
         return int("".join("1" if bit else "0" for bit in bits), 2)
 
-    def check(self, crop: np.ndarray) -> tuple[str | None, int]:
-        """('duplicate' | 'near_duplicate' | None, the crop's phash); does not remember it."""
-        phash = self.phash(crop)
+    def check(self, crop: np.ndarray, phash: int | None = None) -> tuple[str | None, int]:
+        """('duplicate' | 'near_duplicate' | None, the crop's phash); does not remember it.
+        `phash`: the crop's hash if already computed (by a worker process)."""
+        phash = self.phash(crop) if phash is None else phash
         if hashlib.sha256(crop.tobytes()).hexdigest() in self.exact:
             return "duplicate", phash
         if self.count:

@@ -15,17 +15,26 @@ REPO = Path(__file__).resolve().parents[2]
 USER_AGENT = "dcgan-pipeline-tests/0 (+https://example.invalid/dcgan-pipeline)"
 
 
+def source(board, base_url: str | None = None, **overrides) -> dict:
+    """One entry of anime.crawl.sources for a mock board (base_url: another name for its host)."""
+    return {"site": board.site, "base_url": base_url or board.base_url, "tags": "1girl", "page_size": 5, **overrides}
+
+
 def crawl_params(board, **overrides) -> dict:
-    crawl = {
-        "site": board.site, "base_url": board.base_url, "tags": "1girl", "min_width": 48, "min_height": 48,
-        "page_size": 5, "download_delay": 0, "stop_after_known": 3, "user_agent": USER_AGENT,
-    }
+    """A params file for one board (the single-board form, which still reads) or, given a list
+    of `source()` entries, for several."""
+    if isinstance(board, list):
+        crawl = {"sources": board}
+    else:
+        crawl = {"site": board.site, "base_url": board.base_url, "tags": "1girl", "page_size": 5}
+    crawl.update({"min_width": 48, "min_height": 48, "download_delay": 0, "stop_after_known": 3,
+                  "user_agent": USER_AGENT})
     crawl.update(overrides)
     return {"runs": {}, "anime": {"crawl": crawl}}
 
 
 def crawl_command(tmp_path: Path, board, out: Path, **overrides) -> list[str]:
-    params = tmp_path / f"params-{board.site}.yaml"
+    params = tmp_path / f"params-{'sources' if isinstance(board, list) else board.site}.yaml"
     params.write_text(yaml.safe_dump(crawl_params(board, **overrides)))
     # Short backoff so retry tests stay quick; Retry-After is still honoured in full.
     return [sys.executable, "-m", "crawlers", "crawl", "--params", str(params), "--out", str(out),

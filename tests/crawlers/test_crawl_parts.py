@@ -7,13 +7,14 @@ import json
 from email.utils import formatdate
 
 import pytest
+import yaml
 from PIL import Image
 
 from crawlers.images import Rejected, check_md5, verify_image
 from crawlers.manifest import CrawlMemory, PostLog, read_log
 from crawlers.middlewares import parse_retry_after
+from crawlers.params import AnimeCrawlParams, ParamsError, load_crawl_params
 from mock_board import image_bytes
-from pipeline.config import AnimeCrawlParams
 
 
 def test_retry_after_seconds_and_http_date():
@@ -70,11 +71,36 @@ def test_manifest_trims_a_line_cut_by_a_kill(tmp_path):
 
 
 def test_crawl_params_are_checked():
-    assert AnimeCrawlParams(site="danbooru").effective_page_size == 200
+    assert AnimeCrawlParams(sources=[{"site": "danbooru"}]).sources[0].effective_page_size == 200
     with pytest.raises(ValueError, match="at most 100"):
-        AnimeCrawlParams(site="moebooru", page_size=101)
+        AnimeCrawlParams(sources=[{"site": "moebooru", "page_size": 101}])
     with pytest.raises(ValueError, match="unknown rating"):
-        AnimeCrawlParams(ratings=["s"])
+        AnimeCrawlParams(sources=[{"ratings": ["s"]}])
     with pytest.raises(ValueError, match="http"):
-        AnimeCrawlParams(base_url="safebooru.org")
-    assert AnimeCrawlParams(base_url="https://konachan.net/").base_url == "https://konachan.net"
+        AnimeCrawlParams(sources=[{"base_url": "safebooru.org"}])
+    assert AnimeCrawlParams(sources=[{"base_url": "https://konachan.net/"}]).sources[0].base_url == "https://konachan.net"
+    with pytest.raises(ValueError, match="sources 0 and 1 are the same listing"):
+        AnimeCrawlParams(sources=[{"site": "gelbooru"}, {"site": "gelbooru"}])
+    # Same board, other tags: two listings, fine.
+    assert len(AnimeCrawlParams(sources=[{"tags": "1girl"}, {"tags": "1boy"}]).sources) == 2
+
+
+def test_single_board_params_still_read_as_one_source(tmp_path):
+    old = {"site": "moebooru", "base_url": "https://konachan.net", "tags": "1girl", "ratings": ["safe"],
+           "page_size": 50, "max_posts": 30}
+    params = AnimeCrawlParams(**old)
+    assert params.max_posts == 30 and len(params.sources) == 1
+    assert params.sources[0].model_dump() == {"site": "moebooru", "base_url": "https://konachan.net", "tags": "1girl",
+                                              "ratings": ["safe"], "file_hosts": [], "page_size": 50}
+    # Both forms at once is ambiguous: one line that says what to move where.
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"anime": {"crawl": {**old, "sources": [{"site": "gelbooru"}]}}}))
+    with pytest.raises(ParamsError) as error:
+        load_crawl_params(path)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{path}: anime.crawl: ")
+    assert "not both" in message and "into a `sources` entry" in message
+    # The key of a bad value inside a source is named in full.
+    path.write_text(yaml.safe_dump({"anime": {"crawl": {"sources": [{"site": "gelbooru"}, {"site": "nope"}]}}}))
+    with pytest.raises(ParamsError, match=r"anime\.crawl\.sources\.1\.site: "):
+        load_crawl_params(path)

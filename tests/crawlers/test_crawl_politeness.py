@@ -5,7 +5,7 @@ from __future__ import annotations
 from crawl_helpers import run_crawl
 from crawlers.settings import build_settings
 from mock_board import MockBoard, make_post
-from pipeline.config import AnimeCrawlParams
+from crawlers.params import AnimeCrawlParams
 
 
 def test_defaults_allow_one_request_per_second_per_host(tmp_path):

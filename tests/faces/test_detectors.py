@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.faces.detectors import (CASCADE_SHA256, CombinedDetector, Detection, iou,
                                       make_detector, resolve_cascade)
-from pipeline.faces.evaluate import faces_eval
+from pipeline.faces.detector_eval import faces_eval
 
 from .conftest import ANIME_DEV, CASCADE
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import AnimeFacesParams
-from pipeline.faces.crop import _shrink_for_detection, load_rgb
-from pipeline.faces.detectors import DETECTOR_NAMES, Detector, detector_from_params
+from pipeline.faces.crop import load_rgb
+from pipeline.faces.detectors import DETECTOR_NAMES, Detector, detector_from_params, shrink_for_detection
 
 
 def read_face_counts(folder: Path) -> dict[str, int]:
@@ -54,7 +54,7 @@ def faces_eval(folder: Path | str, detector: str | Detector = "combined", *,
         detector = detector_from_params(params.model_copy(update={"detector": detector}),
                                         min_size=min_face_size if 0 < min_face_size < 20 else None)
     counts = read_face_counts(folder)
-    shrunk = [_shrink_for_detection(load_rgb(folder / name), params.detect_max_side) for name in counts]
+    shrunk = [shrink_for_detection(load_rgb(folder / name), params.detect_max_side) for name in counts]
     images = [small for small, _ in shrunk]
 
     detector.detect(images[:1])  # warm-up: lazy initialisation, CUDA kernels, caches
@@ -125,7 +125,7 @@ def main(args: argparse.Namespace) -> int:
           f"boxes >= {results[0]['min_face_size']} px counted")
     print(format_table(results))
     if args.json_out:
-        from pipeline.datasets import write_json_atomic
+        from pipeline.atomic import write_json_atomic
 
         write_json_atomic(Path(args.json_out), results)
     return 0
