@@ -163,7 +163,7 @@ def test_changed_content_with_the_same_size_is_caught(tmp_path, hashed):
     file = out / "labels.npy"
     before = file.stat()
     flip_last_byte(file)
-    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))  # a new mtime
+    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns - 1_000_000_000))  # a new mtime (in the past: not "racy")
     hashed.clear()
     with pytest.raises(DatasetError, match=r"labels\.npy: sha256 does not match"):
         read_dataset(out)
