@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from crawlers.params import MissingInputError
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_FIELDS = ("site", "post_id", "md5", "sha256", "path", "tags", "rating", "width", "height",
@@ -90,7 +92,7 @@ def read_log(path: Path | str, *, strings: tuple[str, ...] = ()) -> list[dict[st
     without a string under each key of `strings`, is an error that names the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run the crawl_anime stage first")
+        raise MissingInputError(f"{path}: not found; run the crawl_anime stage first")
     lines = path.read_text(encoding="utf-8").split("\n")
     # The last element is "" for a complete file, or a partial line cut by a kill.
     if lines[-1]:

@@ -35,6 +35,13 @@ class ParamsError(ValueError):
     """Bad params; the message is one line naming the file and the key."""
 
 
+class MissingInputError(FileNotFoundError):
+    """A file the user named (in params.yaml or on the command line), or that an earlier stage
+    makes, is missing; the message is one line naming it and saying what to do. The CLIs print
+    it without a traceback; a plain FileNotFoundError (a bug) keeps its traceback. Defined here,
+    in the lower layer, so the crawler's readers can raise it too."""
+
+
 class _Strict(BaseModel):
     # extra="forbid": a typo in params.yaml is an error, never a silently ignored knob.
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -17,8 +17,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 # The crawler owns anime.crawl, the raw folder and the params-file reading; pipeline builds on
 # crawlers, never the reverse (tests/crawlers/test_layering.py).
-from crawlers.params import (PARAMS_FILE, RAW_ANIME_DIR, AnimeCrawlParams, ParamsError, one_line_error,
-                             read_params_file)
+from crawlers.params import (PARAMS_FILE, RAW_ANIME_DIR, AnimeCrawlParams, MissingInputError, ParamsError,  # noqa: F401
+                             one_line_error, read_params_file)
 
 # Fixed layout (DESIGN.md). Relative to the repository root, where DVC runs every stage.
 DATASETS_DIR = Path("data/datasets")

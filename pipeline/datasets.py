@@ -12,6 +12,14 @@ One large array instead of many small files keeps DVC fast and lets training rea
 `mmap_mode="r"` or copy it to the GPU once. A dataset is written into a temporary folder
 and renamed into place only when complete, so a killed stage never leaves a folder that
 looks whole; readers check every array against the sha256 recorded in meta.json.
+
+Hashing 2.5 GB of CelebA on every open costs seconds per stage, so an array is hashed once per
+content change: after a successful check its file's identity (device, inode, size, mtime and
+ctime in ns) is remembered beside the folder in `.<name>.verified.json` (outside the folder,
+which DVC tracks), and an open whose files still have that identity skips the hash. Writing a
+file changes its mtime and ctime (ctime cannot be set back by a user), and replacing it changes
+its inode, so altered content is hashed again. `read_dataset(path, verify=True)` (and
+`python -m pipeline verify-dataset <dir>`) hashes everything regardless.
 """
 
 from __future__ import annotations
@@ -21,9 +29,10 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -174,8 +183,45 @@ def write_dataset(
     return Path(out_dir)
 
 
-def read_dataset(path: Path | str, *, verify: bool = True) -> Dataset:
-    """Open a dataset folder; arrays are memory-mapped, checked against meta.json's sha256."""
+def verified_record_path(path: Path) -> Path:
+    """Where the identities of the arrays last found to match meta.json are kept."""
+    return path.parent / f".{path.name}.verified.json"
+
+
+# A file changed less than this before it was looked at is hashed again at the next open, as
+# git treats "racily clean" files: the filesystem's clock ticks coarsely (a few ms), so a second
+# write within the same tick could leave mtime and ctime as they were.
+RACY_NS = 100_000_000
+
+
+def _identity(file: Path) -> list[int] | None:
+    """The file's identity, or None if it changed too recently to be trusted as one."""
+    st = file.stat()
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS:
+        return None
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        record = json.loads(verified_record_path(path).read_text())
+    except (OSError, ValueError):  # none yet, unreadable or damaged: hash again
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _write_record(path: Path, record: dict) -> None:
+    try:
+        write_json_atomic(verified_record_path(path), record)
+    except OSError:  # a read-only location: every open hashes, as it did before the record
+        pass
+
+
+def read_dataset(path: Path | str, *, verify: bool | Literal["changed"] = "changed") -> Dataset:
+    """Open a dataset folder; arrays are memory-mapped and checked against meta.json's sha256.
+
+    `verify="changed"` hashes only arrays whose file changed since it last matched (see the
+    module docstring), `True` hashes every array, `False` none."""
     path = Path(path)
     meta_file = path / "meta.json"
     if not meta_file.is_file():
@@ -185,6 +231,8 @@ def read_dataset(path: Path | str, *, verify: bool = True) -> Dataset:
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{meta_file}: not valid JSON ({exc})") from None
     recorded = meta.get("sha256", {})
+    record = _read_record(path) if verify else {}
+    checked: dict[str, dict] = {}
     loaded: dict[str, np.ndarray | None] = {}
     for name in ARRAYS:
         file = path / f"{name}.npy"
@@ -195,12 +243,20 @@ def read_dataset(path: Path | str, *, verify: bool = True) -> Dataset:
             continue
         if not file.is_file():
             raise DatasetError(f"{file}: missing (meta.json lists it)")
-        if verify and sha256_file(file) != recorded[name]:
-            raise DatasetError(f"{file}: sha256 does not match meta.json; the array was altered or truncated")
+        if verify:
+            # The identity is taken before hashing: a write during the hash changes it.
+            known = {"sha256": recorded[name], "file": _identity(file)}
+            if verify is True or known["file"] is None or record.get(name) != known:
+                if sha256_file(file) != recorded[name]:
+                    raise DatasetError(f"{file}: sha256 does not match meta.json; the array was altered or truncated")
+            if known["file"] is not None:
+                checked[name] = known
         try:
             loaded[name] = np.load(file, mmap_mode="r")
         except ValueError as exc:
             raise DatasetError(f"{file}: not a valid .npy array ({exc})") from None
+    if verify and checked != record:
+        _write_record(path, checked)
     images = loaded["images"]
     if images.ndim != 4 or images.dtype != np.uint8:
         raise DatasetError(f"{path / 'images.npy'}: expected uint8 N x H x W x C, got {images.dtype} {images.shape}")

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import yaml
 
-from pipeline.config import Params
+from pipeline.config import MissingInputError, Params
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_PARAMS = REPO / "params.smoke.yaml"
@@ -86,7 +86,7 @@ def anime_posts():
 
     tiles = sorted(ANIME_DEV.glob("tile*.jpg"))
     if not tiles:
-        raise FileNotFoundError(f"{ANIME_DEV}: no tile*.jpg; the smoke profile serves them on its mock board")
+        raise MissingInputError(f"{ANIME_DEV}: no tile*.jpg; the smoke profile serves them on its mock board")
     posts = []
     for i, tile in enumerate(tiles):
         mirrored = io.BytesIO()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.config import Params
+from pipeline.config import MissingInputError, Params
 from pipeline.datasets import Dataset, read_dataset, replace_dir, sha256_file, write_json_atomic
 from pipeline.device import resolve_device
 from pipeline.evaluate.images import dataset_images, resize_square, to_unit
@@ -73,7 +73,7 @@ class LeNet(nn.Module):
 def load_classifier(path: Path | str, device: torch.device | str = "cpu") -> LeNet:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; train it first (python -m pipeline train-classifier)")
+        raise MissingInputError(f"{path}: not found; train it first (dvc repro domain_evaluator@mnist)")
     model = LeNet()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.to(device).eval()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import matplotlib
@@ -12,22 +11,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from pipeline.atomic import write_bytes_atomic  # noqa: E402
+
 
 def save_figure(fig: Figure, path: Path | str, dpi: int = 110) -> Path:
-    """Save through a temporary name and a rename, then close the figure."""
+    """Render in memory (the format from the suffix), write atomically, then close the figure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    buffer = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(buffer, format=path.suffix.lstrip(".") or None, dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 

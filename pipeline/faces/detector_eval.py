@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import AnimeFacesParams
+from pipeline.config import AnimeFacesParams, MissingInputError
 from pipeline.faces.crop import load_rgb
 from pipeline.faces.detectors import DETECTOR_NAMES, Detector, detector_from_params, shrink_for_detection
 
@@ -28,14 +28,14 @@ from pipeline.faces.detectors import DETECTOR_NAMES, Detector, detector_from_par
 def read_face_counts(folder: Path) -> dict[str, int]:
     path = folder / "faces.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (a JSON object: image file name -> face count)")
+        raise MissingInputError(f"{path}: not found (a JSON object: image file name -> face count)")
     counts = json.loads(path.read_text())
     counts = {name: count for name, count in counts.items() if not name.startswith("_")}
     for name, count in counts.items():
         if not isinstance(count, int) or count < 0:
             raise ValueError(f"{path}: {name}: the face count must be a whole number >= 0 (got {count!r})")
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"{path}: lists {name}, which is not in {folder}")
+            raise MissingInputError(f"{path}: lists {name}, which is not in {folder}")
     return dict(sorted(counts.items()))
 
 

@@ -31,6 +31,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from pipeline.config import MissingInputError
+
 CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
 CASCADE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
 DETECTOR_NAMES = ("anime_cascade", "animeface", "mtcnn", "combined")
@@ -130,7 +132,7 @@ def resolve_cascade(path: str | Path = "download", *, cache_dir: Path | None = N
     if str(path) != "download":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"anime.faces.cascade_path: {path} not found "
+            raise MissingInputError(f"anime.faces.cascade_path: {path} not found "
                                     f"(give a local lbpcascade_animeface.xml or 'download')")
         return path
     target = (cache_dir or user_cache_dir()) / "lbpcascade_animeface.xml"

@@ -84,8 +84,19 @@ def download(root: Path) -> Path:
     """Fetch MNIST with torchvision (for users with network); returns the folder of IDX files."""
     from torchvision.datasets import MNIST
 
-    for train in (True, False):
-        MNIST(root, train=train, download=True)
+    try:
+        for train in (True, False):
+            MNIST(root, train=train, download=True)
+    # torchvision raises RuntimeError once every mirror failed (its message lists them); a
+    # timeout or a full disk surfaces as an OSError.
+    except (RuntimeError, OSError) as exc:
+        detail = " ".join(str(exc).split())  # torchvision's message spans several lines
+        raise MnistError(
+            f"mnist.source is 'download', and the MNIST download failed ({type(exc).__name__}: {detail}). "
+            f"Get the four IDX files ({', '.join(f'{name}.gz' for name in FILES)}) another way, e.g. from "
+            f"another machine or a mirror, put them in one folder (gzipped or not), and set "
+            f"mnist.source: /path/to/that/folder in params.yaml."
+        ) from exc
     return root / "MNIST" / "raw"
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.config import MissingInputError
 from pipeline.models import dcgan, gan
 
 
@@ -32,7 +33,7 @@ def load_trained(run_dir: Path | str, device: str | torch.device = "cpu") -> tup
     run_dir = Path(run_dir)
     spec_file = run_dir / SPEC_FILE
     if not spec_file.is_file():
-        raise FileNotFoundError(f"{spec_file}: not found; train this run first (python -m pipeline train <run>)")
+        raise MissingInputError(f"{spec_file}: not found; train this run first (python -m pipeline train <run>)")
     spec = json.loads(spec_file.read_text())
     G, D = build_models(spec["model"], image_size=spec["image_size"], channels=spec["channels"],
                         nz=spec["nz"], ngf=spec["ngf"], ndf=spec["ndf"])

@@ -92,3 +92,41 @@ def test_missing_file_and_missing_folder(tmp_path, mnist_source):
         ingest_mnist(MnistParams(source=str(folder)), tmp_path / "out")
     with pytest.raises(MnistError, match="mnist.source: .* is not a folder"):
         ingest_mnist(MnistParams(source=str(tmp_path / "nowhere")), tmp_path / "out")
+
+
+@pytest.fixture
+def mirrors_down(monkeypatch):
+    """torchvision's MNIST mirrors replaced by a local port nobody listens on (offline, fast)."""
+    import socket
+
+    from torchvision.datasets import MNIST
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Closed again: connections to it are refused.
+    monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{port}/mnist/", f"http://127.0.0.1:{port}/other/"])
+    return port
+
+
+def test_failed_download_says_how_to_use_local_files(tmp_path, mirrors_down):
+    with pytest.raises(MnistError) as error:
+        ingest_mnist(MnistParams(source="download"), tmp_path / "out")
+    message = str(error.value)
+    assert "\n" not in message  # one line, though torchvision's own message spans several
+    assert message.startswith("mnist.source is 'download', and the MNIST download failed")
+    assert f"127.0.0.1:{mirrors_down}" in message  # what was tried
+    assert "set mnist.source: /path/to/that/folder in params.yaml" in message
+    assert all(f"{name}.gz" in message for name in FILES)
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_download_is_one_line_from_the_cli(tmp_path, mirrors_down, monkeypatch, capsys):
+    from pipeline.__main__ import main
+
+    (tmp_path / "params.yaml").write_text("mnist: {source: download}\nruns: {g: {model: gan, dataset: mnist}}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["ingest-mnist"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: mnist.source is 'download'")
+    assert not (tmp_path / "data" / "datasets" / "mnist").exists()

@@ -35,22 +35,5 @@ def test_unsupported_size_and_model():
     with pytest.raises(ValueError, match="unknown model 'vae'"):
         build_models("vae", image_size=28, channels=1, nz=100)
 
-
-@pytest.mark.parametrize("model", ["gan", "dcgan"])
-def test_one_real_step_changes_the_weights_and_lowers_the_loss(model):
-    torch.manual_seed(0)
-    G, D = build_models(model, image_size=28, channels=1, nz=16, ngf=8, ndf=8)
-    real = torch.rand(16, 1, 28, 28) * 2 - 1
-    opt = torch.optim.Adam(D.parameters(), lr=1e-3)
-    before = [p.detach().clone() for p in D.parameters()]
-    D.eval()  # no dropout noise, so the two loss values are comparable
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    fake = G(torch.randn(16, 16)).detach()
-    def loss():
-        return loss_fn(D(real), torch.ones(16)) + loss_fn(D(fake), torch.zeros(16))
-    first = loss()
-    opt.zero_grad()
-    first.backward()
-    opt.step()
-    assert any(not torch.equal(a, b) for a, b in zip(before, D.parameters()))
-    assert loss().item() < first.item()
+# A training step of these models (what each update touches and reads, the losses' closed
+# forms) is tested through the real GANStep in tests/test_gan_step.py.
