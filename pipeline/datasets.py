@@ -24,6 +24,7 @@ its inode, so altered content is hashed again. `read_dataset(path, verify=True)`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -32,7 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 
@@ -68,6 +69,26 @@ def replace_dir(tmp: Path, final: Path) -> None:
     os.rename(tmp, final)
     for stale in (*final.parent.glob(f".{final.name}.tmp-*"), *final.parent.glob(f".{final.name}.old-*")):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path | str) -> Iterator[Path]:
+    """A temporary folder beside `final` to write into; on success it replaces `final`
+    (replace_dir), on any error it is removed, so `final` is never half written.
+
+        with staged_dir(out_dir) as tmp:
+            write_json_atomic(tmp / "info.json", info)
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp's 0700 would make the output unreadable to others
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @dataclass

@@ -19,12 +19,11 @@ import json
 import math
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import Params, RunParams
-from pipeline.datasets import replace_dir
+from pipeline.datasets import staged_dir
 from pipeline.evaluate.names import domain_name
 from pipeline.evaluate.plots import plt, save_figure
 
@@ -395,17 +394,9 @@ def _curve_figure(curves: dict[str, tuple[list[float], list[float]]], title: str
 
 def build_report(params: Params, runs_dir: Path | str, out_dir: Path | str) -> Path:
     """Write the report folder for every run in `params.runs`; returns the page's path."""
-    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
         _write(collect_runs(params, runs_dir), tmp)
-        tmp.chmod(0o755)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir / PAGE
+    return Path(out_dir) / PAGE
 
 
 def _write(runs: dict[str, RunView], out: Path) -> None:

@@ -10,9 +10,6 @@ split (99 % by default): the domain metrics are only as good as this network.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.config import MissingInputError, Params
-from pipeline.datasets import Dataset, read_dataset, replace_dir, sha256_file, write_json_atomic
+from pipeline.datasets import Dataset, read_dataset, sha256_file, staged_dir, write_json_atomic
 from pipeline.device import resolve_device
 from pipeline.evaluate.images import dataset_images, resize_square, to_unit
 
@@ -153,18 +150,10 @@ def train_mnist_classifier(dataset_dir: Path | str, out_dir: Path | str, params:
             f"(now {p.classifier_epochs}) or check {dataset.path}.")
 
     # Written into a temporary folder and renamed, so a half-trained classifier never appears.
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
         torch.save(model.cpu().state_dict(), tmp / WEIGHTS_FILE)
         metrics["sha256"] = sha256_file(tmp / WEIGHTS_FILE)
         write_json_atomic(tmp / METRICS_FILE, metrics)
-        os.chmod(tmp, 0o755)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return metrics
 
 
@@ -179,14 +168,6 @@ def write_no_evaluator(dataset_name: str, out_dir: Path | str) -> dict:
     note = {"dataset": dataset_name, "classifier": None,
             "why": "no offline feature extractor is meaningful for this dataset (README, Evaluation): "
                    "fid_domain and the *_domain measures are null; fid/kid/precision/recall use Inception"}
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
         write_json_atomic(tmp / NO_EVALUATOR_FILE, note)
-        os.chmod(tmp, 0o755)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return note

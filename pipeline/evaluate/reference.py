@@ -21,15 +21,13 @@ whose settings differ from the current params.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import Params
-from pipeline.datasets import read_dataset, replace_dir, sha256_file, write_json_atomic
+from pipeline.datasets import read_dataset, sha256_file, staged_dir, write_json_atomic
 from pipeline.device import resolve_device
 from pipeline.evaluate.classifier import classify, load_classifier
 from pipeline.evaluate.fid import FrechetReference, all_distances, feature_statistics, set_subset
@@ -119,10 +117,7 @@ def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path 
                   "num_images": 0 if floor_images is None else len(floor_images),
                   "domain": None, "inception": None},
     }
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
         if dataset_name in DOMAIN_DATASETS:
             if classifier_path is None:
                 raise ReferenceError(f"fid_reference@{dataset_name}: the domain features need the MNIST classifier; "
@@ -147,11 +142,6 @@ def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path 
                                            desc=f"inception {dataset_name} (floor)")
                 info["floor"]["inception"] = _floor(floor, real, "Inception", params)
         write_json_atomic(tmp / INFO_FILE, info)
-        tmp.chmod(0o755)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
 
 
