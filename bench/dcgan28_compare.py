@@ -87,7 +87,10 @@ def parse_sets(pairs: list[str]) -> dict:
 def train_ours(params, work: Path, tag: str, dataset: Path, seed: int, epochs: int, overrides: dict):
     from pipeline.train import train  # slow import (DVCLive); only when training is left to do
 
-    run = RunParams.model_validate({**params.run(RUN).model_dump(), **overrides, "epochs": epochs, "seed": seed})
+    # sample_every 1: train() ends by copying the last epoch's grid, so a run resumed from a
+    # longer run's checkpoint (--epochs raised step by step) needs a grid for every epoch.
+    run = RunParams.model_validate({**params.run(RUN).model_dump(), **overrides, "epochs": epochs, "seed": seed,
+                                    "sample_every": 1})
     one = params.model_copy(update={"runs": {RUN: run}})
     runs_dir = work / f"ours-{tag}" / f"seed{seed}"
     # An empty classifier folder: no fid_domain curve during training (we score at the end).
@@ -176,7 +179,8 @@ def main() -> None:
     ours_settings = {**run.model_dump(), **overrides}
     # Runs are filed by the settings they train with, so `--set ngf=128` today and a params.yaml
     # saying ngf: 128 tomorrow share one cache.
-    digest = hashlib.sha256(json.dumps(ours_settings, sort_keys=True).encode()).hexdigest()[:8]
+    trained = {k: v for k, v in ours_settings.items() if k not in ("epochs", "seed", "sample_every")}
+    digest = hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:8]
     tag = f"ngf{ours_settings['ngf']}-ndf{ours_settings['ndf']}-{digest}"
     score_key = {"epochs": args.epochs, "samples": args.samples, "sets": args.sets,
                  "classifier": hashlib.sha256(classifier_path.read_bytes()).hexdigest()}
@@ -193,7 +197,7 @@ def main() -> None:
                                 nz=run.nz)
             return score(G, run.nz, classifier, real_stats, args.samples, args.sets, params.evaluate.batch_size)
 
-        ours_key = {**score_key, "settings": ours_settings}
+        ours_key = {**score_key, "settings": trained}
         results["ours"][seed] = cached_score(args.work / f"ours-{tag}" / f"seed{seed}" / "scores.json",
                                              ours_key, make_ours)
         print(f"ours seed {seed}: fid_domain {mean_std(results['ours'][seed])}", flush=True)
