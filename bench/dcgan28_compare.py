@@ -23,6 +23,7 @@ Not a test: run it by hand (about 2 x S x E epochs of ~1 min each on a 2-core CP
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import math
@@ -109,19 +110,35 @@ def score(G, nz: int, classifier, real_stats, n: int, sets: int, batch_size: int
     return scores
 
 
-def cached_score(path: Path, key: dict, make) -> list[float]:
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if saved.get("key") == key:
-            return saved["fid_domain"]
-    values = make()
-    write_json_atomic(path, {"key": key, "fid_domain": values})
-    return values
+def cached_score(path: Path, key: dict, make) -> list[float] | None:
+    """The cached scores at `path` if made with `key`, else make() (None: skip) and cache them.
+
+    Under an exclusive lock on the run's folder, so two invocations sharing --work (say, the
+    default and --set ngf=128 run side by side) never train the same run at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                return saved["fid_domain"]
+        if make is None:
+            return None
+        values = make()
+        write_json_atomic(path, {"key": key, "fid_domain": values})
+        return values
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     a = np.asarray(values, dtype=np.float64)
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def cell(values: list[float] | None, spread: bool = True) -> str:
+    if not values:
+        return "-"
+    m, sd = mean_std(values)
+    return f"{m:.2f} +- {sd:.2f}" if spread else f"{m:.2f}"
 
 
 def verdict(ours: list[float], ref: list[float]) -> str:
@@ -157,6 +174,8 @@ def main() -> None:
                         help=f"override a runs.{RUN} param for ours only, e.g. --set ngf=128 (repeatable)")
     parser.add_argument("--max-images", type=int, default=None,
                         help="train on the first N train images only (a quick check of the script, not a result)")
+    parser.add_argument("--skip-reference", action="store_true",
+                        help="train and score ours only; reference cells come from --work's cache where present")
     args = parser.parse_args()
     started = time.time()
 
@@ -200,10 +219,10 @@ def main() -> None:
         ours_key = {**score_key, "settings": trained}
         results["ours"][seed] = cached_score(args.work / f"ours-{tag}" / f"seed{seed}" / "scores.json",
                                              ours_key, make_ours)
-        print(f"ours seed {seed}: fid_domain {mean_std(results['ours'][seed])}", flush=True)
+        print(f"ours seed {seed}: fid_domain {cell(results['ours'][seed])}", flush=True)
         results["reference"][seed] = cached_score(args.work / f"reference{ref_suffix}" / f"seed{seed}" / "scores.json",
-                                                  score_key, make_reference)
-        print(f"reference seed {seed}: fid_domain {mean_std(results['reference'][seed])}", flush=True)
+                                                  score_key, None if args.skip_reference else make_reference)
+        print(f"reference seed {seed}: fid_domain {cell(results['reference'][seed])}", flush=True)
 
     ngf, ndf = ours_settings["ngf"], ours_settings["ndf"]
     print()
@@ -216,14 +235,15 @@ def main() -> None:
           f"reference: bench/dcgan28.py (G {G_WIDTHS[0]}x7x7 -> {G_WIDTHS[1]}x14x14, D 64 -> 128)")
     print(f"{'seed':<24}{'ours':>18}{'reference':>18}")
     for seed in range(args.seeds):
-        cells = [f"{m:.2f} +- {s:.2f}" for m, s in (mean_std(results[k][seed]) for k in ("ours", "reference"))]
-        print(f"{seed:<24}{cells[0]:>18}{cells[1]:>18}")
-    per_seed = {k: [float(np.mean(v[s])) for s in range(args.seeds)] for k, v in results.items()}
-    cells = [f"{m:.2f} +- {s:.2f}" for m, s in (mean_std(per_seed[k]) for k in ("ours", "reference"))]
-    print(f"{'mean +- std over seeds':<24}{cells[0]:>18}{cells[1]:>18}")
-    sampling = {k: float(np.mean([mean_std(v[s])[1] for s in range(args.seeds)])) for k, v in results.items()}
-    print(f"{'mean sampling spread':<24}{sampling['ours']:>18.2f}{sampling['reference']:>18.2f}")
-    if args.seeds > 1:
+        print(f"{seed:<24}{cell(results['ours'][seed]):>18}{cell(results['reference'][seed]):>18}")
+    # A model's score for a seed: the mean over its sample sets. Missing cells (--skip-reference
+    # before the reference ran) are left out.
+    per_seed = {k: [float(np.mean(v)) for v in r.values() if v is not None] for k, r in results.items()}
+    print(f"{'mean +- std over seeds':<24}{cell(per_seed['ours']):>18}{cell(per_seed['reference']):>18}")
+    sampling = {k: [mean_std(v)[1] for v in r.values() if v is not None] for k, r in results.items()}
+    print(f"{'mean sampling spread':<24}{cell(sampling['ours'], spread=False):>18}"
+          f"{cell(sampling['reference'], spread=False):>18}")
+    if min(len(v) for v in per_seed.values()) > 1:
         print(verdict(per_seed["ours"], per_seed["reference"]))
     write_json_atomic(args.work / f"results-{tag}-e{args.epochs}.json",
                       {"epochs": args.epochs, "overrides": overrides, "ours_settings": ours_settings,
