@@ -6,8 +6,13 @@ device and the same uint8 images:
 
 - ours: pipeline.train.GANStep with the run's `auto` speed settings, the dataset resident on
   the device, batches gathered by index there;
-- reference: the pytorch/examples DCGAN loop: a DataLoader over the images (per-item
-  conversion to float, default collate, a host-to-device copy per batch), fp32, no tricks.
+- reference: the pytorch/examples DCGAN loop (bench/dcgan28.py: ReferenceStep): a DataLoader
+  over the images (per-item conversion to float, default collate, a host-to-device copy per
+  batch), fp32, no tricks; for dcgan-mnist with the DCGAN-28 people use for MNIST
+  (bench/dcgan28.py), for the 64x64 runs with pytorch/examples' own model (which ours is),
+  for gan-mnist with our MLP (there is no one standard MLP GAN).
+
+Our models take the widths of params.yaml's runs (ngf, ndf), so `ours` is what a default run trains.
 
 Prints one line per model and the ratio ours/reference; `--compile` adds our loop with
 `compile: true` (torch.compile), to see whether that param should default on for a device.
@@ -20,32 +25,23 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from pipeline.config import RunParams
+from dcgan28 import Discriminator28, Generator28, ReferenceStep, UInt8Images  # bench/ is the script's folder
+from pipeline.config import RunParams, load_params
 from pipeline.device import resolve_device
 from pipeline.distributed import World
 from pipeline.models import build_models
 from pipeline.train import GANStep, Speed, prepare_models, to_float
 
+REPO = Path(__file__).resolve().parents[1]
+
 # (run, model, image size, channels): the default runs' shapes.
 SHAPES = [("gan-mnist", "gan", 28, 1), ("dcgan-mnist", "dcgan", 28, 1),
           ("dcgan-celeba", "dcgan", 64, 3), ("dcgan-anime", "dcgan", 64, 3)]
-
-
-class UInt8Images(Dataset):
-    """What torchvision's ToTensor + Normalize((0.5,), (0.5,)) does, per item."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i].permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
 def sync(device: torch.device) -> None:
@@ -74,14 +70,20 @@ def time_ours(run: RunParams, images: torch.Tensor, device: torch.device, steps:
     return steps * run.batch_size / (time.perf_counter() - start)
 
 
+def reference_models(run: RunParams, size: int, channels: int) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
+    """(G, D, D returns logits) of the reference loop for this shape."""
+    if run.model == "dcgan" and size == 28:
+        return Generator28(run.nz, nc=channels), Discriminator28(nc=channels), False
+    G, D = build_models(run.model, image_size=size, channels=channels, nz=run.nz)
+    return G, D, True
+
+
 def time_reference(run: RunParams, images: torch.Tensor, device: torch.device, steps: int) -> float:
     torch.manual_seed(0)
-    netG, netD = build_models(run.model, image_size=images.shape[1], channels=images.shape[3], nz=run.nz)
+    netG, netD, logits = reference_models(run, images.shape[1], images.shape[3])
     netG.to(device)
     netD.to(device)
-    criterion = torch.nn.BCEWithLogitsLoss()
-    optD = torch.optim.Adam(netD.parameters(), lr=run.lr, betas=(run.beta1, 0.999))
-    optG = torch.optim.Adam(netG.parameters(), lr=run.lr, betas=(run.beta1, 0.999))
+    step = ReferenceStep(netG, netD, run.nz, run.lr, run.beta1, device, logits=logits)
     # num_workers: the example's 2 worker processes on a GPU; on a 2-core CPU they would only
     # take cores from the training step itself, so the reference loads in-process there.
     workers = 2 if device.type == "cuda" else 0
@@ -95,19 +97,7 @@ def time_reference(run: RunParams, images: torch.Tensor, device: torch.device, s
     it = batches()
 
     def one() -> None:
-        real = next(it).to(device)
-        b = real.size(0)
-        netD.zero_grad()
-        errD_real = criterion(netD(real), torch.ones(b, device=device))
-        errD_real.backward()
-        fake = netG(torch.randn(b, run.nz, device=device))
-        errD_fake = criterion(netD(fake.detach()), torch.zeros(b, device=device))
-        errD_fake.backward()
-        optD.step()
-        netG.zero_grad()
-        errG = criterion(netD(fake), torch.ones(b, device=device))
-        errG.backward()
-        optG.step()
+        step(next(it).to(device))
 
     for _ in range(3):
         one()
@@ -132,6 +122,7 @@ def main() -> None:
                         help="also time our loop with `compile: true` (one trial; compiling is warm-up)")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    runs = load_params(REPO / "params.yaml").runs
     steps = args.steps or (200 if device.type == "cuda" else 20)
     print(f"device {device}, batch {args.batch_size}, {steps} steps x best of {args.repeats}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -140,7 +131,8 @@ def main() -> None:
     for name, model, size, channels in SHAPES:
         if name not in args.shapes:
             continue
-        run = RunParams(model=model, dataset="mnist", batch_size=args.batch_size, device=args.device)
+        widths = {k: getattr(runs[name], k) for k in ("ngf", "ndf")} if name in runs else {}
+        run = RunParams(model=model, dataset="mnist", batch_size=args.batch_size, device=args.device, **widths)
         images = torch.randint(0, 256, (args.images, size, size, channels), dtype=torch.uint8,
                                generator=torch.Generator().manual_seed(0))
         ours, ref = 0.0, 0.0

@@ -375,8 +375,18 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
             live.end()
 
     if world.is_main:
-        # Final exports: state dicts loadable with weights_only=True, and the last grid.
+        # Final exports: state dicts loadable with weights_only=True, the last grid and snapshot.
+        # Both are drawn here when missing: a run killed after epoch 3 of 5 and then given
+        # `epochs: 3` resumes with nothing left to train, and epoch 3 may have had no grid
+        # (sample_every) or snapshot (snapshot_every).
         save_atomic(G.state_dict(), paths.root / "generator.pt")
         save_atomic(D.state_dict(), paths.root / "discriminator.pt")
-        write_bytes_atomic(paths.samples / "final.png", (paths.samples / f"epoch_{run.epochs:04d}.png").read_bytes())
+        last = paths.samples / f"epoch_{run.epochs:04d}.png"
+        if not last.is_file():
+            G.eval()
+            with torch.no_grad():
+                save_grid(G(fixed_noise).float().cpu(), last)
+        write_bytes_atomic(paths.samples / "final.png", last.read_bytes())
+        if run.snapshot_every is not None and not snapshot_path(paths.snapshots, run.epochs).is_file():
+            save_atomic(G.state_dict(), snapshot_path(paths.snapshots, run.epochs))
     return paths.root

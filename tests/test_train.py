@@ -128,3 +128,16 @@ def test_fewer_epochs_than_the_checkpoint_start_over(tmp_path, mnist_small, caps
     assert "holds epoch 3, more than epochs = 2; starting over" in capsys.readouterr().out
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 2
     assert len(metric_rows(run_dir, "loss_d")) == 2
+
+
+def test_lowering_epochs_to_a_killed_runs_last_epoch_still_exports_grid_and_snapshot(tmp_path, mnist_small):
+    """Killed after epoch 1 of 3 (no grid, no snapshot at epoch 1), then `epochs: 1`: the run
+    resumes with nothing left to train and must still export weights, final.png and the snapshot."""
+    long = make_params(epochs=3, sample_every=3, snapshot_every=3)
+    run_tiny(tmp_path, mnist_small, params=long, stop_after_epoch=1)
+    run_dir = tmp_path / "runs" / "tiny"
+    assert not (run_dir / "samples" / "epoch_0001.png").exists()
+    run_tiny(tmp_path, mnist_small, params=make_params(epochs=1, sample_every=3, snapshot_every=3))
+    assert Image.open(run_dir / "samples" / "final.png").size == (8 * 30 + 2,) * 2
+    assert (run_dir / "snapshots" / "generator_epoch_0001.pt").is_file()
+    load_trained(run_dir)

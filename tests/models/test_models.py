@@ -35,5 +35,20 @@ def test_unsupported_size_and_model():
     with pytest.raises(ValueError, match="unknown model 'vae'"):
         build_models("vae", image_size=28, channels=1, nz=100)
 
+
 # A training step of these models (what each update touches and reads, the losses' closed
 # forms) is tested through the real GANStep in tests/test_gan_step.py.
+
+
+def test_dcgan_mnist_run_builds_the_usual_mnist_widths():
+    """runs.dcgan-mnist is the DCGAN-28 people use (G 256x7x7 -> 128x14x14, D 64 -> 128): with
+    ngf 64 our G had half those widths and a clearly worse fid_domain (bench/dcgan28_compare.py)."""
+    from pathlib import Path
+
+    from pipeline.config import load_params
+
+    run = load_params(Path(__file__).resolve().parents[2] / "params.yaml").run("dcgan-mnist")
+    G, D = build_models(run.model, image_size=28, channels=1, nz=run.nz, ngf=run.ngf, ndf=run.ndf)
+    convs = [m for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [(c.out_channels, c.kernel_size) for c in convs] == [(256, (7, 7)), (128, (4, 4)), (1, (4, 4))]
+    assert [f.shape[1:] for f in D.features(torch.zeros(2, 1, 28, 28))] == [(64, 14, 14), (128, 7, 7)]
