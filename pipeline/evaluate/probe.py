@@ -186,7 +186,8 @@ def split_probe(dataset: Dataset, tasks: list[tuple[str, np.ndarray]], params: P
         if setting == "all":
             continue
         for name, labels in tasks:
-            # Drawn from every labelled train image: the n-settings never use the held-out set.
+            # Drawn from every labelled train image, the held-out set of "all" included: for the
+            # n-settings it is only more images to draw from, never labels to choose C with.
             draw = [train[labels[train] == value][:setting] for value in np.unique(labels[train])]
             per_class.setdefault(setting_name(setting), {})[name] = np.sort(np.concatenate(draw))
     return ProbeSplit(test=test, val=val, all=everything, per_class=per_class)
