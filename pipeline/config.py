@@ -79,7 +79,8 @@ class CelebaParams(Strict):
     mtcnn_thresholds: tuple[Probability, Probability, Probability] = (0.6, 0.7, 0.7)
     mtcnn_batch_size: PositiveInt = 64
     mtcnn_device: DeviceName = "auto"
-    # Balanced attributes whose mean linear-probe accuracy is reported.
+    # Attributes whose mean linear-probe balanced accuracy is reported (they are not balanced:
+    # Black_Hair is ~24% positive; the majority-class baseline is reported beside it).
     probe_attributes: list[str] = Field(
         default_factory=lambda: [
             "Attractive", "Black_Hair", "Male", "Smiling", "Wavy_Hair", "Wearing_Lipstick",
@@ -216,8 +217,11 @@ class EvaluateParams(Strict):
     probe_per_class: list[PositiveInt | Literal["all"]] = Field(default_factory=lambda: [10, 100, "all"])
     probe_max_train: PositiveInt = 10_000  # caps "all" so the probe stays minutes on a CPU
     probe_max_test: PositiveInt = 10_000
-    probe_val_size: PositiveInt = 2_000  # held out of the train split to choose C
+    probe_val_size: PositiveInt = 2_000  # held out of the train split to choose C for "all"
     probe_c_grid: list[PositiveFloat] = Field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0])
+    # n-per-class settings choose C by stratified k-fold CV inside their own labels, k = min(this, n).
+    probe_cv_folds: int = Field(5, ge=2)
+    probe_bootstrap: PositiveInt = 1000  # test-set resamples behind each probe accuracy's 95% interval
     curve_samples: PositiveInt = 2000  # samples per point of the fid_domain curve (runs.<run>.snapshot_every)
     seed: int = 0
     device: DeviceName = "auto"

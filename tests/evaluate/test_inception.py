@@ -1,18 +1,23 @@
 """The standard-Inception path, offline: a local weights file of the right architecture.
 
 The weights are random (conftest.inception_weights), so these tests prove loading and
-preprocessing, not the FID number.
+preprocessing, not the FID number. "download" is tested through a file:// URL into a temporary
+torch hub cache: nothing is fetched from the network.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from torchmetrics.image.fid import FrechetInceptionDistance
 
 from pipeline.datasets import sha256_file
-from pipeline.evaluate.inception import FEATURE_DIM, InceptionWeightsError, inception_features, load_inception
+from pipeline.evaluate import inception
+from pipeline.evaluate.inception import (FEATURE_DIM, WEIGHTS_NAME, InceptionWeightsError, inception_features,
+                                         load_inception)
 
 
 @pytest.fixture(scope="module")
@@ -31,17 +36,28 @@ def plain(inception_weights, digits) -> tuple[torch.nn.Module, str, np.ndarray]:
     return model, sha, inception_features(model, digits, batch_size=3)
 
 
-def test_features_equal_torchmetrics_fid_extractor_on_tiled_grayscale(inception_weights, digits, plain):
-    _, sha, ours = plain
+def test_the_model_holds_the_weights_file_and_says_its_hash(inception_weights, plain):
+    """Every tensor of the loaded extractor is the file's: the file is used, not ignored or
+    replaced by a download, and the returned sha256 is that file's."""
+    model, sha, _ = plain
     assert sha == sha256_file(inception_weights)
-    assert ours.shape == (4, FEATURE_DIM) and np.isfinite(ours).all()
-    assert ours.std(axis=0).max() > 0  # different digits, different features
+    stored = torch.load(inception_weights, map_location="cpu", weights_only=True)
+    loaded = model.state_dict()
+    assert set(stored) <= set(loaded)
+    assert all(torch.equal(loaded[name], value) for name, value in stored.items())
 
-    # The library's own FID metric, same file, same resize switch, fed explicit RGB uint8.
-    metric = FrechetInceptionDistance(feature=FEATURE_DIM, feature_extractor_weights_path=str(inception_weights),
-                                      antialias=False)
-    theirs = metric.inception(digits.expand(-1, 3, -1, -1).contiguous()).numpy()
-    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+def test_features_do_not_depend_on_the_batch_and_gray_is_its_rgb_copy(digits, plain):
+    """An image's features are its own: the same alone, in any batch, in any order (a network
+    left in training mode normalises by the batch; a wrong concatenation reorders rows), and a
+    grayscale digit reads as the gray RGB image a viewer shows."""
+    model, _, batched = plain  # the four digits in batches of 3 + 1
+    assert batched.shape == (4, FEATURE_DIM) and np.isfinite(batched).all()
+    assert batched.std(axis=0).max() > 0  # different digits, different features
+    alone = np.concatenate([inception_features(model, digits[i:i + 1], batch_size=1) for i in (3, 2, 1, 0)])[::-1]
+    np.testing.assert_allclose(batched, alone, rtol=1e-4, atol=1e-5)
+    rgb = inception_features(model, digits.expand(-1, 3, -1, -1).contiguous(), batch_size=4)
+    np.testing.assert_allclose(batched, rgb, rtol=1e-4, atol=1e-5)
 
 
 def test_antialias_switch_is_honoured(inception_weights, digits, plain):
@@ -73,3 +89,66 @@ def test_images_must_be_uint8(plain):
     model = plain[0]
     with pytest.raises(ValueError, match="uint8"):
         inception_features(model, torch.zeros(1, 3, 8, 8), batch_size=1)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch) -> Path:
+    """An empty torch hub cache of our own (TORCH_HOME), so the user's cache is never touched."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert Path(torch.hub.get_dir()) == tmp_path / "torch" / "hub"
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def serve(monkeypatch, path: Path, sha256: str | None = None) -> None:
+    """Point the download URL at a local file (urllib reads file:// URLs); optionally claim its hash."""
+    monkeypatch.setattr(inception, "WEIGHTS_URL", path.resolve().as_uri())
+    if sha256 is not None:
+        monkeypatch.setattr(inception, "WEIGHTS_SHA256", sha256)
+
+
+def test_download_is_checked_then_cached_then_loaded(hub, monkeypatch, inception_weights):
+    sha = sha256_file(inception_weights)
+    serve(monkeypatch, inception_weights, sha)  # as if this file were the published one
+    model, returned = load_inception("download", antialias=False)
+    assert returned == sha and sha256_file(hub / WEIGHTS_NAME) == sha
+    # A second run reads the cache: the "server" is gone, the cached file is checked and used.
+    serve(monkeypatch, hub.parent / "gone.pth")
+    assert load_inception("download", antialias=False)[1] == sha
+
+
+def test_a_download_with_the_wrong_hash_is_refused_and_not_cached(hub, monkeypatch, inception_weights):
+    serve(monkeypatch, inception_weights)  # a real weights file, but not the published one
+    with pytest.raises(InceptionWeightsError, match="not the published file.*invalid hash value"):
+        load_inception("download", antialias=False)
+    assert not list(hub.iterdir())  # no copy, no .partial left behind
+
+
+def test_a_cached_file_with_the_wrong_hash_is_refused_before_anything_reads_it(hub, monkeypatch, inception_weights,
+                                                                               tmp_path):
+    """A file under the published name that is not the published file: one clear line, and it is
+    never unpickled. Here a well-formed Inception state dict (it would load fine) and a pickle
+    that runs code when loaded (it would leave a marker file)."""
+    hub.mkdir(parents=True)
+    serve(monkeypatch, tmp_path / "no-server.pth")  # were anything downloaded, it would fail differently
+    shutil.copy(inception_weights, hub / WEIGHTS_NAME)
+    with pytest.raises(InceptionWeightsError) as error:
+        load_inception("download", antialias=False)
+    message = str(error.value)
+    assert "\n" not in message and WEIGHTS_NAME in message and inception.WEIGHTS_SHA256 in message
+    assert f"sha256 {sha256_file(inception_weights)} is not the published" in message
+
+    marker = tmp_path / "unpickled"
+    torch.save(RunsCode(marker), hub / WEIGHTS_NAME)
+    with pytest.raises(InceptionWeightsError, match="is not the published"):
+        load_inception("download", antialias=False)
+    assert not marker.exists()
+
+
+class RunsCode:
+    """Unpickling this creates a file: what a hostile weights file could do instead."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)

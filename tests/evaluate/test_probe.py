@@ -8,7 +8,8 @@ import torch
 
 from pipeline.datasets import read_dataset
 from pipeline.evaluate.images import dataset_images
-from pipeline.evaluate.probe import discriminator_features, fit_probe, pixel_features, run_probe, split_task
+from pipeline.evaluate.probe import (accuracy, discriminator_features, pixel_features, run_probe, select_and_fit,
+                                     split_probe)
 from pipeline.models import build_models
 from tests.evaluate.eval_helpers import make_params
 
@@ -35,30 +36,32 @@ def test_mlp_features_are_the_hidden_layers_unpooled():
 def test_split_draws_n_per_class_and_keeps_sets_apart(mnist_dir):
     dataset = read_dataset(mnist_dir)
     params = make_params(probe_per_class=[10, 100, "all"])
-    split = split_task(dataset, np.asarray(dataset.labels), params)
+    tasks = [("label", np.asarray(dataset.labels))]
+    split = split_probe(dataset, tasks, params)
     for setting, n in (("n10", 10), ("n100", 100)):
-        counts = np.bincount(dataset.labels[split.train[setting]], minlength=10)
+        counts = np.bincount(dataset.labels[split.train(setting, "label")], minlength=10)
         assert (counts == n).all()
-    assert len(split.train["all"]) == params.evaluate.probe_max_train
+    assert len(split.all) == params.evaluate.probe_max_train
     assert len(split.val) == params.evaluate.probe_val_size and len(split.test) == params.evaluate.probe_max_test
-    train_ids = set(np.concatenate(list(split.train.values())).tolist())
-    assert not train_ids & set(split.val.tolist())
+    train_ids = set(np.concatenate([split.all, *split.per_class["n10"].values(),
+                                    *split.per_class["n100"].values()]).tolist())
+    assert not set(split.all.tolist()) & set(split.val.tolist())  # "all" never fits its C-selection images
     assert not (train_ids | set(split.val.tolist())) & set(split.test.tolist())
     assert set(split.test.tolist()) <= set(dataset.indices("test").tolist())
-    again = split_task(dataset, np.asarray(dataset.labels), params)  # seeded: the same draw every time
-    assert all(np.array_equal(again.train[k], split.train[k]) for k in split.train)
+    again = split_probe(dataset, tasks, params)  # seeded: the same draw every time
+    assert np.array_equal(again.all, split.all) and np.array_equal(again.test, split.test)
+    assert all(np.array_equal(again.per_class[k]["label"], split.per_class[k]["label"]) for k in split.per_class)
 
 
 def test_probe_on_random_features_is_near_chance(mnist_dir):
     dataset = read_dataset(mnist_dir)
     labels = np.asarray(dataset.labels)
-    split = split_task(dataset, labels, make_params())
+    split = split_probe(dataset, [("label", labels)], make_params())
     rng = np.random.default_rng(0)
     noise = lambda idx: rng.normal(size=(len(idx), 64))  # noqa: E731 - features that know nothing
-    train = split.train["all"]
-    accuracy, _ = fit_probe(noise(train), labels[train], noise(split.val), labels[split.val],
-                            noise(split.test), labels[split.test], [0.01, 0.1])
-    assert accuracy < 0.2  # ten classes: chance is ~0.1
+    fit = select_and_fit(noise(split.all), labels[split.all], noise(split.test), [0.01, 0.1], score=accuracy,
+                         folds=5, val=(noise(split.val), labels[split.val]))
+    assert accuracy(labels[split.test], fit.predictions) < 0.2  # ten classes: chance is ~0.1
 
 
 def test_probe_on_pixels_is_in_the_known_mnist_range(mnist_dir):
@@ -69,6 +72,17 @@ def test_probe_on_pixels_is_in_the_known_mnist_range(mnist_dir):
     assert metrics["probe_acc_pixels"] == metrics["probe_acc_pixels_n100"]  # the headline setting
     chosen = details["tasks"]["probe_acc_pixels"]["label"]["n100"]
     assert chosen["C"] in params.evaluate.probe_c_grid and chosen["train_images"] == 1000
+    assert chosen["selection"] == "5-fold CV" and len(chosen["selection_scores"]) == len(params.evaluate.probe_c_grid)
+    assert chosen["selection_scores"][str(chosen["C"])] == max(chosen["selection_scores"].values())
+    # 600 test images at ~0.87: binomial standard error ~0.014, so a 95% half-width of ~0.027.
+    setting = details["settings"]["probe_acc_pixels_n100"]
+    assert setting["ci95_low"] < metrics["probe_acc_pixels"] < setting["ci95_high"]
+    assert 0.015 < metrics["probe_acc_pixels_ci95"] < 0.04
+    assert metrics["probe_acc_pixels_ci95"] == pytest.approx((setting["ci95_high"] - setting["ci95_low"]) / 2)
+    # Every label used is listed: the 1,000 train images and the 600 test images; no held-out set.
+    used = details["labels_used"]
+    assert len(used["train"]["n100"]["label"]) == 1000 and len(used["test"]) == 600 and used["val"] == []
+    assert "probe_majority_acc" not in metrics and details["score"] == "accuracy"
 
 
 def test_pixel_features_are_the_images_in_unit_range():
@@ -93,7 +107,8 @@ def test_dataset_images_are_nchw_uint8(mnist_dir):
 
 
 def test_small_dataset_holds_out_half_of_its_train_images(tmp_path):
-    """A fresh anime crawl has tens of crops: C is chosen on half of them instead of failing."""
+    """A fresh anime crawl has tens of crops: "all" chooses C on half of them instead of failing,
+    and the n-settings cross-validate inside the few they have."""
     from pipeline.datasets import SPLITS, write_dataset
 
     rng = np.random.default_rng(0)
@@ -102,10 +117,22 @@ def test_small_dataset_holds_out_half_of_its_train_images(tmp_path):
     split[-8:] = SPLITS["test"]
     out = write_dataset(tmp_path / "anime", rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), split,
                         labels=labels, source="unit")
-    task = split_task(read_dataset(out), labels, make_params(probe_per_class=[10, "all"], probe_val_size=300))
+    params = make_params(probe_per_class=[10, "all"], probe_val_size=300)
+    task = split_probe(read_dataset(out), [("label", labels)], params)
     assert len(task.val) == 16  # half of the 32 train images
-    assert not set(task.val.tolist()) & set(task.train["all"].tolist())
-    assert len(task.train["all"]) == 16 and len(task.test) == 8
+    assert not set(task.val.tolist()) & set(task.all.tolist())
+    assert len(task.all) == 16 and len(task.test) == 8
+    assert len(task.per_class["n10"]["label"]) == 32  # 8 per colour is all there is
+    _, details = run_probe(read_dataset(out), params, {"_pixels": pixel_features})
+    probes = details["tasks"]["probe_acc_pixels"]["label"]
+    assert probes["n10"]["selection"] == "5-fold CV" and probes["all"]["selection"] == "held-out (16 images)"
+
+
+def test_one_image_of_a_class_fixes_c_instead_of_cross_validating():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(7, 5)), np.array([0, 0, 0, 1, 1, 1, 2])  # class 2: one labelled image
+    fit = select_and_fit(x, y, rng.normal(size=(3, 5)), [1.0, 0.01, 0.1], score=accuracy, folds=5)
+    assert fit.c == 0.01 and fit.selection.startswith("fixed") and fit.scores == {} and fit.fits == 1
 
 
 def test_batchnorm_recalibration_uses_real_statistics_and_keeps_the_weights(mnist_dir):
