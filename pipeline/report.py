@@ -45,6 +45,7 @@ PROBE = [
     ("probe_acc", "probe_acc_ci95", "probe (D)", ".3f"),
     ("probe_acc_random_d", "probe_acc_random_d_ci95", "probe (random D)", ".3f"),
     ("probe_acc_pixels", "probe_acc_pixels_ci95", "probe (pixels)", ".3f"),
+    ("probe_majority_acc", None, "majority class (plain acc.)", ".3f"),
 ]
 # Headline numbers compared between runs of one dataset: (metric, spread, lower is better).
 HEADLINES = [("fid", "fid_std", True), ("fid_domain", "fid_domain_std", True), ("kid", "kid_std", True),
