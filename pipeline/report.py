@@ -19,8 +19,12 @@ import json
 import math
 import re
 import shutil
+import statistics
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from pipeline.config import Params, RunParams
 from pipeline.datasets import staged_dir
@@ -88,11 +92,11 @@ def _read_columns(tsv: Path, x: str, y: str) -> tuple[list[float], list[float]]:
     with open(tsv, newline="") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
             try:
-                xs.append(float(row[x]))
-                ys.append(float(row[y]))
+                point = float(row[x]), float(row[y])
             except (KeyError, TypeError, ValueError):
-                xs = xs[:len(ys)]
                 continue  # a malformed or empty cell (e.g. a killed write) loses one point, not the page
+            xs.append(point[0])
+            ys.append(point[1])
     return xs, ys
 
 
@@ -190,11 +194,10 @@ def group_estimate(runs: list[RunView], metric: str, spread: str) -> Estimate | 
         return None
     values = [e.value for e in estimates]
     n = len(values)
-    mean = sum(values) / n
-    seed_se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+    seed_se = statistics.stdev(values) / math.sqrt(n)
     sampling = [e.sd for e in estimates if e.sd is not None]
     sampling_se = math.sqrt(sum(sd ** 2 for sd in sampling) / len(sampling) / n) if sampling else 0.0
-    return Estimate(mean, max(seed_se, sampling_se), "seeds", n)
+    return Estimate(statistics.mean(values), max(seed_se, sampling_se), "seeds", n)
 
 
 def compare(a: Estimate, b: Estimate) -> tuple[float, float | None, bool | None]:
@@ -275,9 +278,7 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
             for key, spread, _, fmt in columns:
                 values = [runs[n].metrics.get(key) for n in names if runs[n].metrics and _finite(runs[n].metrics.get(key))]
                 if len(values) >= 2:
-                    mean = sum(values) / len(values)
-                    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-                    cells.append(cell(mean, std, ".3f" if fmt == "d" else fmt))
+                    cells.append(cell(statistics.mean(values), statistics.stdev(values), ".3f" if fmt == "d" else fmt))
                 else:
                     cells.append("–")
             rows.append([group, ", ".join(names), *cells])
@@ -445,8 +446,6 @@ def _write(runs: dict[str, RunView], out: Path) -> None:
 def resolve_revision(rev: str, repo: Path) -> str:
     """A commit for `rev`: anything git resolves, or the name of a DVC experiment (its ref
     lives under refs/exps/)."""
-    import subprocess
-
     out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=repo,
                          capture_output=True, text=True)
     if out.returncode == 0:
@@ -462,10 +461,6 @@ def resolve_revision(rev: str, repo: Path) -> str:
 def collect_runs_at(rev: str, repo: Path | str) -> dict[str, RunView]:
     """Every run of params.yaml at `rev`, with the metrics.json files git holds there
     (metrics are `cache: false`, so commits and DVC experiments carry them)."""
-    import subprocess
-
-    import yaml
-
     repo = Path(repo)
     commit = resolve_revision(rev, repo)
 

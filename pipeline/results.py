@@ -13,6 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
+from pipeline.datasets import staged_dir
 from pipeline.smoke import REPO, run, smoke_repo
 
 RESULTS_PARAMS = REPO / "params.results.yaml"
@@ -23,12 +24,8 @@ def results(workdir: Path | None = None, out: Path = DOCS) -> Path:
     started = time.perf_counter()
     with smoke_repo(workdir, params_file=RESULTS_PARAMS) as (dest, env):
         run(["dvc", "repro", "report"], dest, env)
-    page = dest / "reports"
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(page, tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with staged_dir(out) as tmp:
+        shutil.copytree(dest / "reports", tmp, dirs_exist_ok=True)
     minutes = (time.perf_counter() - started) / 60
     print(f"\nresults copied to {out} ({minutes:.0f} min); the repo copy is kept at {dest}")
     return out

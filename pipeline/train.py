@@ -31,7 +31,7 @@ from pipeline.config import DATASETS_DIR, RUNS_DIR, Params, RunParams
 from pipeline.datasets import read_dataset, write_json_atomic
 from pipeline.device import resolve_device
 from pipeline.distributed import World, all_sum, close_world, init_world, use_global_batchnorm
-from pipeline.models import SPEC_FILE, build_models
+from pipeline.models import SNAPSHOTS_DIR, SPEC_FILE, build_models, snapshot_path
 
 SAMPLE_GRID = 64  # fixed-noise samples per grid, 8 x 8
 # Params whose change invalidates a checkpoint. `epochs` and `sample_every` are left out on
@@ -61,11 +61,7 @@ class RunPaths:
 
     @property
     def snapshots(self) -> Path:
-        return self.root / "snapshots"
-
-
-def snapshot_path(snapshots: Path, epoch: int) -> Path:
-    return snapshots / f"generator_epoch_{epoch:04d}.pt"
+        return self.root / SNAPSHOTS_DIR
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -360,7 +356,7 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
                 live.log_metric("images_per_s", n_images / seconds)
                 progress.set_postfix(epoch=done, loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}")
                 if snapshot_due(done, run.epochs, run.snapshot_every):
-                    save_atomic(G.state_dict(), snapshot_path(paths.snapshots, done))
+                    save_atomic(G.state_dict(), snapshot_path(paths.root, done))
                 if done % run.sample_every == 0 or done == run.epochs:
                     G.eval()
                     with torch.no_grad():
@@ -387,6 +383,6 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
             with torch.no_grad():
                 save_grid(G(fixed_noise).float().cpu(), last)
         write_bytes_atomic(paths.samples / "final.png", last.read_bytes())
-        if run.snapshot_every is not None and not snapshot_path(paths.snapshots, run.epochs).is_file():
-            save_atomic(G.state_dict(), snapshot_path(paths.snapshots, run.epochs))
+        if run.snapshot_every is not None and not snapshot_path(paths.root, run.epochs).is_file():
+            save_atomic(G.state_dict(), snapshot_path(paths.root, run.epochs))
     return paths.root

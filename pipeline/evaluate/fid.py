@@ -36,14 +36,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     similar to the symmetric PSD matrix S1^(1/2) S2 S1^(1/2), which has the same eigenvalues, so
     `eigvalsh` gives them real and the trace of the square root is exact up to round-off.
     """
-    mu1, mu2, sigma1, sigma2 = (_float64(a) for a in (mu1, mu2, sigma1, sigma2))
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (len(mu1), len(mu1)):
-        raise ValueError(f"statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}")
-    root1 = _psd_sqrt(sigma1)
-    middle = root1 @ sigma2 @ root1
-    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+    return FrechetReference(mu1, sigma1).distance(mu2, sigma2)
 
 
 class RankDeficient(ValueError):
@@ -62,25 +55,29 @@ def check_rank(n_fake: int, n_real: int, dim: int, space: str) -> None:
 
 
 class FrechetReference:
-    """The real side of many Fréchet distances: (mu, sigma) with sigma's square root computed once.
+    """One side of Fréchet distances, (mu, sigma), with sigma's square root computed once.
 
-    frechet_distance's trace term only needs the square root of one of the two covariances;
-    taking it of the fixed real one makes every bootstrap draw one covariance and one eigvalsh.
+    The trace term only needs the square root of one of the two covariances; holding the real
+    side fixed makes every bootstrap draw one covariance and one eigvalsh.
     """
 
-    def __init__(self, mu: np.ndarray, sigma: np.ndarray, num: int):
-        self.mu, self.sigma, self.num = _float64(mu), _float64(sigma), num  # num: real images behind them
+    def __init__(self, mu: np.ndarray, sigma: np.ndarray, num: int | None = None):
+        self.mu, self.sigma = _float64(mu), _float64(sigma)
+        self.num = num  # images behind the statistics (check_rank), where known
+        if self.sigma.shape != (len(self.mu), len(self.mu)):
+            raise ValueError(f"statistics do not match: mu {self.mu.shape}, sigma {self.sigma.shape}")
         self.root = _psd_sqrt(self.sigma)
         self.trace = float(np.trace(self.sigma))
 
     def distance(self, mu: np.ndarray, sigma: np.ndarray) -> float:
         mu, sigma = _float64(mu), _float64(sigma)
         if mu.shape != self.mu.shape or sigma.shape != self.sigma.shape:
-            raise ValueError(f"statistics do not match: mu {mu.shape} vs {self.mu.shape}")
+            raise ValueError(f"statistics do not match: mu {mu.shape} vs {self.mu.shape}, "
+                             f"sigma {sigma.shape} vs {self.sigma.shape}")
         middle = self.root @ sigma @ self.root
         trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
-        diff = mu - self.mu
-        return float(diff @ diff + np.trace(sigma) + self.trace - 2 * trace_sqrt)
+        diff = self.mu - mu
+        return float(diff @ diff + self.trace + np.trace(sigma) - 2 * trace_sqrt)
 
     def with_spread(self, fake: np.ndarray | torch.Tensor, *, draws: int, seed: int) -> tuple[float, float]:
         """(FID of `fake`, its sampling spread): the std of the FID over `draws` bootstrap

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +45,13 @@ from pipeline.evaluate.plots import class_histogram_figure, save_figure
 from pipeline.evaluate.probe import (BN_RECALIBRATION_IMAGES, discriminator_features, pixel_features,
                                      recalibrate_batchnorm, run_probe)
 from pipeline.evaluate.reference import FeatureSet, ReferenceError, load_reference
-from pipeline.models import build_models, load_trained
+from pipeline.models import build_models, list_snapshots, load_trained
 
 METRICS_FILE = "metrics.json"
 EVAL_DIR = "eval"
 PROTOCOL_FILE = "protocol.json"
 CURVE_FILE = "curve.tsv"
 CURVE_COLUMNS = ("epoch", "fid_domain", "mode_coverage", "mode_kl")
-SNAPSHOT = re.compile(r"generator_epoch_(\d+)\.pt")
 
 
 def _check_reference(reference, params: Params, spec: dict, classifier_path: Path | None, dataset) -> None:
@@ -82,20 +80,11 @@ def _check_reference(reference, params: Params, spec: dict, classifier_path: Pat
                                  f"but evaluate.antialias is {p.antialias}{stale}")
 
 
-def _distances(features: np.ndarray, real: FeatureSet, space: str, params: Params) -> tuple[dict, dict]:
+def _distances(features: np.ndarray, real: FeatureSet, frechet: FrechetReference, space: str,
+               params: Params) -> tuple[dict, dict]:
     p = params.evaluate
-    return all_distances(features, real.features, real.frechet(), space=space, kid_subset_size=p.kid_subset_size,
+    return all_distances(features, real.features, frechet, space=space, kid_subset_size=p.kid_subset_size,
                          kid_subsets=p.kid_subsets, pr_k=p.pr_k, fid_draws=p.fid_bootstrap, seed=p.seed)
-
-
-def snapshots(run_dir: Path) -> list[tuple[int, Path]]:
-    """(epoch, path) of every G snapshot train wrote (runs.<run>.snapshot_every), by epoch."""
-    found = []
-    for path in (run_dir / "snapshots").glob("generator_epoch_*.pt"):
-        match = SNAPSHOT.fullmatch(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
 
 
 def domain_curve(run_dir: Path, spec: dict, classifier: nn.Module, real: FrechetReference, params: Params,
@@ -106,12 +95,12 @@ def domain_curve(run_dir: Path, spec: dict, classifier: nn.Module, real: Frechet
     upwards at small n, so compare points of one curve, not a point with the final metric)."""
     p = params.evaluate
     rows = []
-    for epoch, path in snapshots(run_dir):
-        generator, _ = build_models(spec["model"], image_size=spec["image_size"], channels=spec["channels"],
-                                    nz=spec["nz"], ngf=spec["ngf"], ndf=spec["ndf"])
-        generator.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        fakes = generate_uint8(generator.to(device), p.curve_samples, spec["nz"], p.seed, p.batch_size, device,
-                               p.sample_mode)
+    generator, _ = build_models(spec["model"], image_size=spec["image_size"], channels=spec["channels"],
+                                nz=spec["nz"], ngf=spec["ngf"], ndf=spec["ndf"])
+    generator.to(device)
+    for epoch, path in list_snapshots(run_dir):
+        generator.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        fakes = generate_uint8(generator, p.curve_samples, spec["nz"], p.seed, p.batch_size, device, p.sample_mode)
         features, predicted = classify(classifier, fakes, batch_size=p.batch_size, device=device)
         try:
             check_rank(len(features), real.num, features.shape[1], "MNIST-classifier")
@@ -172,7 +161,8 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
     if reference.domain is not None:
         classifier = load_classifier(classifier_path, device)
         features, predicted = classify(classifier, fakes, batch_size=p.batch_size, device=device)
-        values, notes = _distances(features, reference.domain, "MNIST-classifier", params)
+        frechet = reference.domain.frechet()  # its square root serves the distances and the curve
+        values, notes = _distances(features, reference.domain, frechet, "MNIST-classifier", params)
         metrics.update({domain_name(key): value for key, value in values.items()})
         protocol["spaces"]["domain"] = {"extractor": "MNIST LeNet, 128-d penultimate layer (evaluate/classifier.py)",
                                         "resize": "bilinear, antialiased, to 28 x 28 when needed",
@@ -186,7 +176,7 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
         metrics.update(coverage)
         save_figure(class_histogram_figure(details["class_shares"], f"{run_name}: classes of {len(fakes)} samples"),
                     run_dir / EVAL_DIR / "class_histogram.png")
-        curve = domain_curve(run_dir, spec, classifier, reference.domain.frechet(), params, device)
+        curve = domain_curve(run_dir, spec, classifier, frechet, params, device)
 
     if p.inception:
         model, weights_sha = load_inception(p.inception_weights, antialias=p.antialias, device=device)
@@ -195,7 +185,7 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
                                  f"evaluate.inception_weights; rerun fid_reference@{spec['dataset']}")
         features = inception_features(model, fakes, batch_size=p.batch_size, device=device, desc=f"inception {run_name}")
         del model
-        values, notes = _distances(features, reference.inception, "Inception", params)
+        values, notes = _distances(features, reference.inception, reference.inception.frechet(), "Inception", params)
         metrics.update(values)
         protocol["spaces"]["inception"] = {
             "extractor": "Inception v3 pool3 (2048-d), TF 2015-12-05 weights via torchmetrics/torch-fidelity",

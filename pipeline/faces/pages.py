@@ -15,7 +15,6 @@ import math
 import multiprocessing
 import os
 import sys
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -28,6 +27,7 @@ from pipeline.faces.crop import cut_window, load_rgb, padding_fraction, square_w
 from pipeline.faces.detection_cache import detection_min_size, detections_from_json, detections_to_json
 from pipeline.faces.detectors import Detection, Detector, detector_from_params, shrink_for_detection
 from pipeline.faces.hygiene import Deduplicator, off_hue_chroma
+from pipeline.pool import ordered_map
 
 logger = logging.getLogger(__name__)
 
@@ -216,12 +216,5 @@ def process_pages(tasks: list[PageTask], params: AnimeFacesParams, *, workers: i
     # (a test session, a notebook) can hang in its first detection. Start-up costs ~1 s.
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_init_worker, initargs=(params, None, True)) as pool:
-        # A few chunks in flight per worker, taken in order: results land in page order and
-        # the parent never buffers more than that.
-        pending: deque = deque()
-        for chunk in chunks:
-            pending.append(pool.apply_async(_process_chunk, (chunk,)))
-            if len(pending) > 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+        # Results land in page order; the parent never buffers more than a few chunks.
+        yield from ordered_map(pool, _process_chunk, chunks, workers)

@@ -31,7 +31,6 @@ import os
 import sys
 import zipfile
 import zlib
-from collections import deque
 from contextlib import closing
 from pathlib import Path
 from typing import Iterator
@@ -45,6 +44,7 @@ from pipeline.datasets import SPLITS, DatasetWriter
 from pipeline.ingest.celeba_layout import (DOWNLOAD_ROOT, CelebaError, ImageStore, download,
                                            image_locations, limit_per_split, locate,
                                            read_annotations)
+from pipeline.pool import ordered_map
 
 __all__ = ["CelebaError", "center_crop_resize", "ingest_celeba"]
 
@@ -144,17 +144,9 @@ def decode_all(store: ImageStore, locations: list[str], *, crop: int, size: int,
     context = multiprocessing.get_context(mp_context)
     workers = min(workers, len(tasks))
     with context.Pool(workers, initializer=_init_worker, initargs=args) as pool:
-        # Pool.imap would queue every task at once and buffer every result the parent has not
-        # taken yet: with MTCNN in the parent (slower than decoding) that is the whole decoded
-        # set in memory. So keep only a few chunks in flight, and take them in order (rows land
-        # in file-name order whatever finishes first).
-        pending: deque = deque()
-        for task in tasks:
-            pending.append(pool.apply_async(_decode_chunk, (task,)))
-            if len(pending) > 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+        # Rows land in file-name order; MTCNN in the parent (slower than decoding) never makes
+        # the parent buffer the whole decoded set.
+        yield from ordered_map(pool, _decode_chunk, tasks, workers)
 
 
 class MtcnnCropper:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -26,6 +27,23 @@ def build_models(model: str, *, image_size: int, channels: int, nz: int, ngf: in
 # A run folder records how its models were built (model.json) next to the state dicts, so
 # evaluation rebuilds exactly the trained architecture without re-reading params.yaml.
 SPEC_FILE = "model.json"
+# G every runs.<run>.snapshot_every epochs: train writes them, evaluate draws the fid_domain curve.
+SNAPSHOTS_DIR = "snapshots"
+SNAPSHOT_NAME = re.compile(r"generator_epoch_(\d+)\.pt")
+
+
+def snapshot_path(run_dir: Path | str, epoch: int) -> Path:
+    return Path(run_dir) / SNAPSHOTS_DIR / f"generator_epoch_{epoch:04d}.pt"
+
+
+def list_snapshots(run_dir: Path | str) -> list[tuple[int, Path]]:
+    """(epoch, path) of every G snapshot of a run folder, by epoch."""
+    found = []
+    for path in (Path(run_dir) / SNAPSHOTS_DIR).glob("generator_epoch_*.pt"):
+        match = SNAPSHOT_NAME.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
 
 
 def load_trained(run_dir: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict]:
