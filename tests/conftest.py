@@ -46,3 +46,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_caches(tmp_path_factory):
+    """The suite's own torch hub cache and Inception feature memory: tests never read a user's
+    cached features or conversions (a hit would hide a bug), nor leave theirs behind. Stage
+    subprocesses (dvc repro) inherit them."""
+    saved = {name: os.environ.get(name) for name in ("TORCH_HOME", "DCGAN_FEATURE_MEMO")}
+    os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch-home"))
+    os.environ["DCGAN_FEATURE_MEMO"] = str(tmp_path_factory.mktemp("feature-memo"))
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

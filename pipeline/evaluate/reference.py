@@ -32,7 +32,7 @@ from pipeline.device import resolve_device
 from pipeline.evaluate.classifier import classify, load_classifier
 from pipeline.evaluate.fid import FrechetReference, all_distances, feature_statistics, set_subset
 from pipeline.evaluate.images import dataset_images, sorted_subset
-from pipeline.evaluate.inception import inception_features, load_inception
+from pipeline.evaluate.inception import extractor_identity, load_inception, remembered_features
 
 INFO_FILE = "reference.json"
 # Datasets with a domain classifier (and so fid_domain, KID, precision/recall, mode coverage).
@@ -131,15 +131,15 @@ def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path 
                 floor = classify(classifier, floor_images, batch_size=p.batch_size, device=device)[0]
                 info["floor"]["domain"] = _floor(floor, real, "MNIST-classifier", params)
         if p.inception:
-            model, weights_sha = load_inception(p.inception_weights, antialias=p.antialias, device=device)
-            real = _feature_set(inception_features(model, images, batch_size=p.batch_size, device=device,
-                                                   desc=f"inception {dataset_name}"), p.seed)
+            model, source = load_inception(p.inception_weights, antialias=p.antialias, device=device)
+            identity = extractor_identity(source, antialias=p.antialias, precision=p.inception_precision, device=device)
+            real = _feature_set(remembered_features(model, identity, images, batch_size=p.batch_size, device=device,
+                                                    desc=f"inception {dataset_name}"), p.seed)
             _save(tmp / "inception.npz", real)
-            info["inception"] = {"feature": "pool3_2048", "dim": int(real.mu.shape[0]),
-                                 "antialias": p.antialias, "weights_sha256": weights_sha}
+            info["inception"] = {"feature": "pool3_2048", "dim": int(real.mu.shape[0]), **identity}
             if floor_images is not None:
-                floor = inception_features(model, floor_images, batch_size=p.batch_size, device=device,
-                                           desc=f"inception {dataset_name} (floor)")
+                floor = remembered_features(model, identity, floor_images, batch_size=p.batch_size, device=device,
+                                            desc=f"inception {dataset_name} (floor)")
                 info["floor"]["inception"] = _floor(floor, real, "Inception", params)
         write_json_atomic(tmp / INFO_FILE, info)
     return info

