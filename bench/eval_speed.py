@@ -1,7 +1,6 @@
-"""Benchmark: how long evaluate@dcgan-mnist takes, now and at a baseline revision, and Inception throughput.
+"""Benchmark: how long evaluate@dcgan-mnist takes, now and at a baseline revision.
 
     .venv/bin/python bench/eval_speed.py [--baseline REV] [--device cpu] [--num-samples 10000]
-                                         [--inception-images 200]
 
 Times the real stage functions, in a fresh process per source tree, on the full real MNIST
 (../shared/data/mnist) and a DCGAN-28 (ngf = ndf = 64) with random weights:
@@ -15,8 +14,7 @@ Times the real stage functions, in a fresh process per source tree, on the full 
 The classifier is trained for one epoch on 10k images first (not timed: it is its own stage).
 `--baseline REV` times the same at a git revision (a temporary worktree), so both figures come
 from one machine state; run it on an otherwise idle machine.
-Then the standard Inception feature extraction (images/s) on 28x28 digits, with a weights file
-of the right architecture and random values (the arithmetic, and so the speed, is the real one's).
+Inception throughput has its own benchmark: bench/inception_speed.py.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 import torch
 
@@ -88,51 +85,11 @@ def time_stage(tree: Path, args) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def random_inception_weights(path: Path) -> Path:
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, strict=True: None), \
-            mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", return_value={}):
-        torch.save(FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict(), path)
-    return path
-
-
-def inception_speed(args) -> None:
-    sys.path.insert(0, str(REPO))
-    from pipeline.device import resolve_device
-    from pipeline.evaluate.inception import inception_features, load_inception
-
-    from torchvision.datasets.mnist import read_image_file
-
-    device = resolve_device(args.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        import gzip
-        import shutil
-
-        raw = Path(tmp) / "t10k-images-idx3-ubyte"
-        with gzip.open(SHARED / "data" / "mnist" / "t10k-images-idx3-ubyte.gz") as src, open(raw, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        images = read_image_file(str(raw))[: args.inception_images].unsqueeze(1)
-        model, _ = load_inception(str(random_inception_weights(Path(tmp) / "inception.pth")), antialias=False,
-                                  device=device)
-        inception_features(model, images[:50], batch_size=50, device=device)  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        inception_features(model, images, batch_size=250, device=device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
-    print(f"Inception feature extraction: {len(images) / seconds:.1f} images/s "
-          f"({len(images)} images at 299x299, batch 250, {device})")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", help="a git revision to time the same way (e.g. one before a change)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-samples", type=int, default=10_000)
-    parser.add_argument("--inception-images", type=int, default=200, help="0 skips the Inception throughput")
     args = parser.parse_args()
     print(f"torch threads {torch.get_num_threads()}, {args.num_samples} generated images, device {args.device}",
           flush=True)
@@ -156,8 +113,6 @@ def main() -> None:
     finally:
         if tmp:
             subprocess.run(["git", "worktree", "remove", "--force", tmp], cwd=REPO, check=False)
-    if args.inception_images:
-        inception_speed(args)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from pipeline.evaluate.inception_weights import WHEEL_FILE_SHA256
 from pipeline.smoke import smoke_repo
 
 
@@ -33,11 +34,16 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
         metrics = json.loads((repo / "runs" / run / "metrics.json").read_text())
         for key in ("probe_acc", "probe_acc_random_d", "probe_acc_pixels"):
             assert 0 <= metrics[key] <= 1, (run, key)
-        assert metrics["fid"] is None  # evaluate.inception: false in the smoke profile
+        # The standard Inception at smoke counts (200 samples): KID, precision and recall, and no
+        # FID (a 2048-d covariance from 200 images), with the reason in the protocol.
+        assert metrics["fid"] is None and math.isfinite(metrics["kid"]) and 0 <= metrics["precision"] <= 1, run
+        protocol = json.loads((repo / "runs" / run / "eval" / "protocol.json").read_text())
+        assert "2048-d Inception" in protocol["notes"]["fid"]
+        assert protocol["spaces"]["inception"]["weights"]["source_sha256"] == WHEEL_FILE_SHA256
     for run in ("gan-mnist", "dcgan-mnist"):
         metrics = json.loads((repo / "runs" / run / "metrics.json").read_text())
         assert metrics["fid_domain"] > metrics["fid_domain_floor"] > 0 and metrics["fid_domain_std"] > 0
-        assert 1 <= metrics["mode_coverage"] <= 10 and metrics["kid"] is None  # kid: Inception only
+        assert 1 <= metrics["mode_coverage"] <= 10
         assert metrics["probe_acc_pixels"] > 0.5  # raw pixels, 10 labelled images per digit
         curve = (repo / "runs" / run / "curve.tsv").read_text().splitlines()
         assert curve[0].startswith("epoch\tfid_domain") and len(curve) == 2  # 1 epoch, snapshot_every 1
