@@ -73,7 +73,7 @@ class CelebaParams(Strict):
     limit: PositiveInt | None = None
     workers: PositiveInt | None = None  # decoding processes; null = all cores
     # crop: mtcnn only. The square's side is the face box plus `mtcnn_margin` of it on each
-    # side, moved up by `mtcnn_shift_up` of it (pipeline.faces.crop.square_window).
+    # side, moved up by `mtcnn_shift_up` of it (pipeline.faces.images.square_window).
     mtcnn_margin: float = Field(0.25, ge=0, le=2)
     mtcnn_shift_up: float = Field(0.1, ge=-1, le=1)
     mtcnn_thresholds: tuple[Probability, Probability, Probability] = (0.6, 0.7, 0.7)
