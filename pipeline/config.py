@@ -73,7 +73,7 @@ class CelebaParams(Strict):
     limit: PositiveInt | None = None
     workers: PositiveInt | None = None  # decoding processes; null = all cores
     # crop: mtcnn only. The square's side is the face box plus `mtcnn_margin` of it on each
-    # side, moved up by `mtcnn_shift_up` of it (pipeline.faces.crop.square_window).
+    # side, moved up by `mtcnn_shift_up` of it (pipeline.faces.images.square_window).
     mtcnn_margin: float = Field(0.25, ge=0, le=2)
     mtcnn_shift_up: float = Field(0.1, ge=-1, le=1)
     mtcnn_thresholds: tuple[Probability, Probability, Probability] = (0.6, 0.7, 0.7)
@@ -93,7 +93,7 @@ class CelebaParams(Strict):
 
 class AnimeFacesParams(Strict):
     # Which detector finds the faces (pipeline/faces/detectors.py). The default is the one that
-    # scored best on ../shared/data/anime-dev (README, "Anime face detection"); MTCNN was trained
+    # scored best on ../shared/data/anime-dev (docs/faces.md); MTCNN was trained
     # on photographs and misses most drawn faces, but stays available.
     detector: Literal["anime_cascade", "animeface", "mtcnn", "combined"] = "combined"
     # Members of `combined`, in order of preference: a box overlapping an earlier member's box
@@ -177,7 +177,7 @@ class RunParams(Strict):
 
 
 
-# Evaluation protocols (README "Evaluation"): which real images a distance compares with, and
+# Evaluation protocols (docs/evaluation.md): which real images a distance compares with, and
 # how many of each side by default.
 #   test10k:  10,000 generated vs 10,000 real test images (Lucic et al. 2018)
 #   train50k: 50,000 generated vs the statistics of the whole train split (StudioGAN,

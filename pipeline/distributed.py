@@ -68,6 +68,24 @@ def all_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
     return tensor
 
 
+def from_main(obj, world: World):
+    """Rank 0's `obj` on every rank. On several nodes only rank 0's disk is sure to hold the
+    run folder (only rank 0 writes), so what is read from it (the checkpoint) is rank 0's."""
+    if not world.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def agree(ok: bool, world: World, device: torch.device) -> bool:
+    """True on every rank when `ok` is true on every rank, so all of them stop together (a
+    rank that raised alone would leave the others waiting in their next collective)."""
+    if not world.distributed:
+        return ok
+    return all_sum(torch.tensor([0.0 if ok else 1.0], device=device), world).item() == 0
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics span the global batch of all processes."""
 

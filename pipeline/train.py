@@ -30,7 +30,7 @@ from pipeline.atomic import write_bytes_atomic
 from pipeline.config import DATASETS_DIR, RUNS_DIR, Params, RunParams
 from pipeline.datasets import read_dataset, write_json_atomic
 from pipeline.device import resolve_device
-from pipeline.distributed import World, all_sum, close_world, init_world, use_global_batchnorm
+from pipeline.distributed import World, agree, all_sum, close_world, from_main, init_world, use_global_batchnorm
 from pipeline.models import SNAPSHOTS_DIR, SPEC_FILE, build_models, snapshot_path
 
 SAMPLE_GRID = 64  # fixed-noise samples per grid, 8 x 8
@@ -292,7 +292,13 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
     step = GANStep(G_train, D_train, run, speed, device, world)
 
     key = resume_key(run, dataset.meta)
-    state = load_checkpoint(paths, key, run.epochs)
+    # Several nodes: every process must train on the same data with the same params, and
+    # resume from the same epoch, whatever its own disk holds; rank 0's decides.
+    if not agree(from_main(key, world) == key, world, device):
+        raise ValueError(f"{datasets_dir / run.dataset} or params.yaml runs.{run_name} differs between the "
+                         "processes of this torchrun: every node needs the same commit and the same dataset "
+                         "(dvc pull)")
+    state = from_main(load_checkpoint(paths, key, run.epochs) if world.is_main else None, world)
     if state is None:
         if world.is_main:
             paths.root.mkdir(parents=True, exist_ok=True)

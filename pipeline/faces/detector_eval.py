@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import AnimeFacesParams, MissingInputError
-from pipeline.faces.crop import load_rgb
 from pipeline.faces.detectors import DETECTOR_NAMES, Detector, detector_from_params, shrink_for_detection
+from pipeline.faces.images import load_rgb
 
 
 def read_face_counts(folder: Path) -> dict[str, int]:

@@ -23,10 +23,10 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import AnimeFacesParams
-from pipeline.faces.crop import cut_window, load_rgb, padding_fraction, square_window
 from pipeline.faces.detection_cache import detection_min_size, detections_from_json, detections_to_json
 from pipeline.faces.detectors import Detection, Detector, detector_from_params, shrink_for_detection
 from pipeline.faces.hygiene import Deduplicator, off_hue_chroma
+from pipeline.faces.images import cut_window, load_rgb, padding_fraction, square_window
 from pipeline.pool import ordered_map
 
 logger = logging.getLogger(__name__)

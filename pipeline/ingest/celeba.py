@@ -163,7 +163,7 @@ class MtcnnCropper:
 
     def __call__(self, images: list[np.ndarray]) -> tuple[list[np.ndarray | None], list[bool]]:
         """(crop per image, None where even the centre crop does not fit; face found per image)."""
-        from pipeline.faces.crop import best_faces, crop_square
+        from pipeline.faces.images import best_faces, crop_square
 
         p = self.params
         crops: list[np.ndarray | None] = []

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.faces.crop import (crop_best_faces, crop_center, crop_square, cut_window,
-                                 padding_fraction, square_window)
+from pipeline.faces.images import (crop_best_faces, crop_center, crop_square, cut_window,
+                                   padding_fraction, square_window)
 from pipeline.faces.detectors import make_detector
 
 

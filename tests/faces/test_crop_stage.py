@@ -10,10 +10,10 @@ from PIL import Image
 
 from pipeline.config import AnimeFacesParams
 from pipeline.datasets import SPLITS, read_dataset
-from pipeline.faces import crop as crop_module
 from pipeline.__main__ import main as cli_main
 from pipeline.faces.crop import crop_anime_faces
 from pipeline.faces.hygiene import HAIR_COLOURS
+from pipeline.faces.images import cut_window
 
 from .conftest import ANIME_DEV, CASCADE, jpeg_bytes, load_tile
 
@@ -118,7 +118,7 @@ def test_stage_builds_a_clean_dataset(messy_crawl, tmp_path):
     # Each crop is the face region of its page (not some other part of it).
     first = kept[0]
     page = load_tile("tile01.jpg")
-    assert np.array_equal(dataset.images[0], crop_module.cut_window(page, first["window"], 64))
+    assert np.array_equal(dataset.images[0], cut_window(page, first["window"], 64))
 
 
 def test_stage_is_deterministic(messy_crawl, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import AnimeFacesParams
-from pipeline.faces.crop import crop_square
+from pipeline.faces.images import crop_square
 from pipeline.faces.hygiene import HAIR_COLOURS, Deduplicator, hair_colour_label, is_monochrome, parse_tags
 
 from .conftest import jpeg_bytes

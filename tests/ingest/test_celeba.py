@@ -290,7 +290,7 @@ def _photo(name: str, box: tuple[int, int, int, int]) -> np.ndarray:
 
 
 def test_mtcnn_crops_around_the_face_and_falls_back_to_the_centre(tmp_path, capsys):
-    from pipeline.faces.crop import crop_square
+    from pipeline.faces.images import crop_square
     from pipeline.faces.detectors import make_detector
 
     # A real face (the astronaut) left of centre and its mirror image; two images with no face.
