@@ -90,6 +90,9 @@ def compare(a: Estimate, b: Estimate, names: tuple[str, str], pool: SeedSpread |
     """Is a - b beyond noise? The noise model follows the module's docstring; `pool` is the
     dataset's pooled seed spread, used only between two single runs."""
     diff = a.value - b.value
+    spreads = [e.sd for e in (a, b) if e.kind == "seeds"] + ([pool.sd] if pool and "seeds" not in (a.kind, b.kind) else [])
+    if spreads and not any(spreads):  # identical values over every seed: no spread to judge by
+        return Test(diff, None, None, "seed spread is 0 (identical values over the seeds)")
     if a.kind == "seeds" and b.kind == "seeds":
         p = stats.ttest_ind_from_stats(a.value, a.sd, a.n, b.value, b.sd, b.n, equal_var=False).pvalue
         return Test(diff, math.hypot(a.se, b.se), float(p), "seeds, Welch t")

@@ -152,7 +152,7 @@ def cell(value, spread=None, fmt: str = ".3f") -> str:
     if not _finite(value):
         return "–"
     text = format(value, fmt)
-    return f"{text} ± {format(spread, fmt)}" if _finite(spread) else text
+    return f"{text} ± {format(spread, fmt.lstrip('+'))}" if _finite(spread) else text
 
 
 def seed_groups(runs: dict[str, RunView]) -> dict[str, list[str]]:

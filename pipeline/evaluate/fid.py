@@ -105,7 +105,7 @@ class FrechetReference:
 
         FID is biased upwards by about c / n at n images (Chong & Forsyth 2020, "Effectively
         unbiased FID"), so a floor measured on fewer real images than a run's generated set sits
-        too high. Fit FID = a + c / m over subsets of m images (m from n / 4, or just above the
+        too high. Fit FID = a + c / m over subsets of m images (m from n / 2, or just above the
         feature dimension, to n, evenly spaced in 1 / m) and read the line at 1 / count. The
         standard error is the std of the whole procedure over `draws` bootstrap resamples.
         """
@@ -113,7 +113,7 @@ class FrechetReference:
         if count <= len(fake):
             return self.with_spread(fake[:count], draws=draws, seed=seed)
         rng = np.random.default_rng(seed)
-        low = max(len(fake) // 4, fake.shape[1] + 2)
+        low = max(len(fake) // 2, fake.shape[1] + 2)
         sizes = np.unique(np.round(1 / np.linspace(1 / low, 1 / len(fake), 4)).astype(int))
 
         def extrapolate(features: np.ndarray) -> float:
