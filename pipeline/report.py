@@ -19,14 +19,14 @@ import json
 import math
 import re
 import shutil
-import statistics
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from pipeline.config import Params, RunParams
+from pipeline.comparisons import MANY, Estimate, Test, compare, holm, one_sample, pooled_spread, seed_estimate
+from pipeline.config import EvaluateParams, Params, RunParams
 from pipeline.datasets import staged_dir
 from pipeline.evaluate.names import domain_name
 from pipeline.evaluate.plots import plt, save_figure
@@ -50,13 +50,17 @@ PROBE = [
     ("probe_acc_random_d", "probe_acc_random_d_ci95", "probe (random D)", ".3f"),
     ("probe_acc_pixels", "probe_acc_pixels_ci95", "probe (pixels)", ".3f"),
     ("probe_majority_acc", None, "majority class (plain acc.)", ".3f"),
+    ("probe_vs_random_d", "probe_vs_random_d_ci95", "D − random D (paired)", "+.3f"),
 ]
 # Headline numbers compared between runs of one dataset: (metric, spread, lower is better).
 HEADLINES = [("fid", "fid_std", True), ("fid_domain", "fid_domain_std", True), ("kid", "kid_std", True),
              ("kid_domain", "kid_domain_std", True), ("probe_acc", "probe_acc_ci95", False)]
-# A difference is "beyond noise" when a two-sided 95% test says so; probe_acc_ci95 is a 95%
-# half-width, so dividing by this gives a standard deviation.
+# probe_acc_ci95 is a 95% half-width over 1,000 test-set resamples: dividing by this gives a
+# standard error.
 CI95_Z = 1.96
+# D against its controls, paired on the same test images: (metric, its 95% half-width, control).
+CONTROLS = [("probe_vs_random_d", "probe_vs_random_d_ci95", "random D"),
+            ("probe_vs_pixels", "probe_vs_pixels_ci95", "pixels")]
 CURVES = [("loss_d", "D loss"), ("loss_g", "G loss"), ("d_real", "D(x) real"), ("d_fake", "D(G(z))")]
 EVAL_CURVES = [("fid_domain", "FID (domain) over training (evaluate, G snapshots)"),
                ("mode_coverage", "digit classes covered over training")]
@@ -148,7 +152,7 @@ def cell(value, spread=None, fmt: str = ".3f") -> str:
     if not _finite(value):
         return "–"
     text = format(value, fmt)
-    return f"{text} ± {format(spread, fmt)}" if _finite(spread) else text
+    return f"{text} ± {format(spread, fmt.lstrip('+'))}" if _finite(spread) else text
 
 
 def seed_groups(runs: dict[str, RunView]) -> dict[str, list[str]]:
@@ -166,61 +170,33 @@ def seed_groups(runs: dict[str, RunView]) -> dict[str, list[str]]:
     return groups
 
 
-@dataclass
-class Estimate:
-    """One number of one run or seed group, with the standard deviation of its noise."""
-    value: float
-    sd: float | None
-    kind: str  # "sampling" (one run) or "seeds" (a group's mean over seeds)
-    n: int = 1  # seeds behind the value
+def spread_draws(run: RunView, spread: str) -> int:
+    """How many resamples the run's spread was estimated from: FID's bootstrap std from
+    `evaluate.fid_bootstrap` draws (protocol.json, else the default), everything else from many."""
+    if not spread.startswith(("fid_std", "fid_domain_std")):
+        return MANY
+    recorded = ((run.protocol.get("spreads") or {}).get("fid_std") or {}).get("draws")
+    return int(recorded) if recorded else EvaluateParams().fid_bootstrap
 
 
-def run_estimate(run: RunView, metric: str, spread: str) -> Estimate | None:
+def run_estimate(run: RunView, metric: str, spread: str | None) -> Estimate | None:
+    """One run's value with its sampling standard error (a 95% half-width is divided by 1.96)."""
     m = run.metrics or {}
     if not _finite(m.get(metric)):
         return None
-    sd = m.get(spread)
-    if _finite(sd) and spread.endswith("_ci95"):
-        sd = sd / CI95_Z
-    return Estimate(float(m[metric]), float(sd) if _finite(sd) else None, "sampling")
+    se = m.get(spread) if spread else None
+    if _finite(se) and spread.endswith("_ci95"):
+        se = se / CI95_Z
+    return Estimate(float(m[metric]), float(se) if _finite(se) else None, "sampling",
+                    draws=spread_draws(run, spread or ""))
 
 
-def group_estimate(runs: list[RunView], metric: str, spread: str) -> Estimate | None:
-    """Mean over seeds, with the standard error of that mean: the std across seeds (which holds
-    each run's sampling noise too) over sqrt(n), but never below the runs' own sampling error
-    of the mean (two or three seeds can agree by chance)."""
-    estimates = [e for e in (run_estimate(r, metric, spread) for r in runs) if e is not None]
-    if len(estimates) < 2:
-        return None
-    values = [e.value for e in estimates]
-    n = len(values)
-    seed_se = statistics.stdev(values) / math.sqrt(n)
-    sampling = [e.sd for e in estimates if e.sd is not None]
-    sampling_se = math.sqrt(sum(sd ** 2 for sd in sampling) / len(sampling) / n) if sampling else 0.0
-    return Estimate(statistics.mean(values), max(seed_se, sampling_se), "seeds", n)
-
-
-def compare(a: Estimate, b: Estimate) -> tuple[float, float | None, bool | None]:
-    """(a - b, combined noise sd, beyond noise at 95%?); None when a spread is unknown.
-
-    Between seed groups the threshold is Welch's t (a handful of seeds estimates its std
-    poorly); between single runs, whose spreads come from thousands of samples, the normal 1.96."""
-    if a.sd is None or b.sd is None:
-        return a.value - b.value, None, None
-    noise = math.sqrt(a.sd ** 2 + b.sd ** 2)
-    return a.value - b.value, noise, abs(a.value - b.value) > critical_value(a, b) * noise
-
-
-def critical_value(a: Estimate, b: Estimate) -> float:
-    if a.n < 2 and b.n < 2:
-        return CI95_Z
-    from scipy.stats import t  # only for seed groups
-
-    # Welch-Satterthwaite degrees of freedom of the difference of two means.
-    terms = [(e.sd ** 2, e.n - 1) for e in (a, b) if e.n >= 2]
-    df = sum(v for v, _ in terms) ** 2 / sum(v ** 2 / d for v, d in terms) if all(v > 0 for v, _ in terms) else \
-        min(d for _, d in terms)
-    return float(t.ppf(0.975, max(df, 1.0)))
+def unit_estimate(runs: list[RunView], metric: str, spread: str | None) -> Estimate | None:
+    """A seed group's mean over its evaluated seeds (2 or more), else its one evaluated run's value."""
+    values = [float(r.metrics[metric]) for r in runs if r.metrics and _finite(r.metrics.get(metric))]
+    if len(values) >= 2:
+        return seed_estimate(values)
+    return next((e for e in (run_estimate(r, metric, spread) for r in runs) if e is not None), None)
 
 
 # --------------------------------------------------------------------------- tables
@@ -260,15 +236,20 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
         m = run.metrics or {}
         rows.append([name, *(cell(m.get(k), m.get(s), f) for k, s, _, f in probe)])
     lines += _table(["run", *(c[2] for c in probe)], rows)
-    lines += ["", "Test accuracy ± the half-width of its 95% interval over the test set (balanced accuracy for "
-              "CelebA attributes; params evaluate.probe_*). A D whose probe is not beyond the random-D control "
-              "learned nothing the architecture does not already give."]
+    lines += ["", "Test accuracy ± the half-width of its 95% percentile-bootstrap interval over the test images "
+              "(balanced accuracy, the mean per-class recall, for CelebA attributes and anime hair colours, with "
+              "the majority class's plain accuracy beside it; plain accuracy for MNIST; params evaluate.probe_*). "
+              "*D − random D* is the paired difference on the same test images, ± the half-width of its 95% "
+              "interval over the same resamples; the random D is the run's own D at initialisation (its training "
+              "seed). A D whose probe is not beyond its random D learned nothing the architecture does not "
+              "already give."]
 
     groups = seed_groups(runs)
     if groups:
         lines += ["", "## Over seeds", "",
-                  "Runs that differ only in `seed`: mean ± std across seeds (GAN results swing with the seed; "
-                  "Lucic et al. 2018).", ""]
+                  "Runs that differ only in `seed`: mean over the evaluated seeds ± its standard error (std across "
+                  "seeds / √n; GAN results swing with the seed, Lucic et al. 2018). The std across seeds holds each "
+                  "run's sampling noise and the seed's luck.", ""]
         columns = [(k, s, t, f) for k, s, t, f in [*quality, *probe] if s or k in ("mode_coverage", "mode_kl",
                                                                                   "recall", "recall_domain")]
         columns = _present(columns, evaluated)
@@ -278,7 +259,8 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
             for key, spread, _, fmt in columns:
                 values = [runs[n].metrics.get(key) for n in names if runs[n].metrics and _finite(runs[n].metrics.get(key))]
                 if len(values) >= 2:
-                    cells.append(cell(statistics.mean(values), statistics.stdev(values), ".3f" if fmt == "d" else fmt))
+                    mean = seed_estimate(values)
+                    cells.append(cell(mean.value, mean.se, ".3f" if fmt == "d" else fmt))
                 else:
                     cells.append("–")
             rows.append([group, ", ".join(names), *cells])
@@ -286,6 +268,8 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
 
     lines += ["", "## Which differences are beyond noise", ""]
     lines += comparison_lines(runs, groups)
+    lines += ["", "## Does D beat its controls?", ""]
+    lines += control_lines(runs, groups)
     return lines
 
 
@@ -306,7 +290,10 @@ def _floor_rows(runs: dict[str, RunView], quality) -> list[list[str]]:
         flat.update({domain_name(key): value for key, value in (floor.get("domain") or {}).items()})
         cells = [cell(flat.get(k), flat.get(s) if s else None, f) for k, s, _, f in quality]
         where = "" if run.source == "workspace" else f" @{run.source}"
-        rows.append([f"*real data{where} ({floor.get('num_images')} {floor.get('split')} images)*", "–", run.params.dataset,
+        at = floor.get("fid_at_count")
+        read_at = f", FID read at {at}" if at and floor.get("num_images") and at > floor["num_images"] else ""
+        rows.append([f"*real data{where} ({floor.get('num_images')} {floor.get('split')} images{read_at})*", "–",
+                     run.params.dataset,
                      "–", "–", *cells, "", ""])
     return rows
 
@@ -323,9 +310,14 @@ def _protocol_line(runs: dict[str, RunView]) -> str:
         parts.append(f"protocol {p.get('protocol')}: {g.get('count')} generated (G sampled in {g.get('sample_mode')} "
                      f"mode) vs {real.get('count')} real {real.get('split')} images of {real.get('dataset')}")
     return ("; ".join(parts) + ". FID, KID, precision, recall: Inception features; (domain): the MNIST classifier's "
-            "features. ± is the sampling spread (FID: bootstrap over the generated set; KID: over its subsets). The "
-            "*real data* row is the same distance between two disjoint sets of real images: the floor a generator "
-            "is measured against. Full protocol: runs/<run>/eval/protocol.json.")
+            "features. ± is the standard error of the number over new generated sets with the real reference fixed "
+            "(FID: std over bootstrap resamples of the generated features, conservative near the floor; KID: from "
+            "its U-statistic, not the spread of single subsets); it is sampling noise only, the training seed's luck "
+            "comes on top (see Over seeds). KID (domain) runs on the classifier's features divided by their RMS "
+            "coordinate (protocol.json: kid_feature_scale). Precision and recall have no ±. The *real data* row is "
+            "the same distance between the reference and a disjoint set of real images: the floor a generator is "
+            "measured against; its FID is read at the generated set's size (FID falls like 1/n), extrapolated in "
+            "1/n where fewer real images exist. Full protocol: runs/<run>/eval/protocol.json.")
 
 
 def _null_notes(runs: dict[str, RunView]) -> list[str]:
@@ -336,47 +328,105 @@ def _null_notes(runs: dict[str, RunView]) -> list[str]:
     return [f"- Empty `{text.split(':', 1)[0]}` ({', '.join(names)}):{text.split(':', 1)[1]}" for text, names in notes.items()]
 
 
-def comparison_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> list[str]:
-    """For each pair of runs (or seed groups) on one dataset and each headline metric: the
-    difference, the noise it is judged against, and whether it is beyond noise."""
+def comparison_units(runs: dict[str, RunView], groups: dict[str, list[str]]) -> tuple[dict, list[str]]:
+    """({unit name: (dataset, its runs)}, notes): every seed group and every run outside one.
+
+    A group is kept whatever number of its seeds is evaluated (unit_estimate judges it as one run
+    when only one is), and the notes say so rather than dropping it silently."""
     units: dict[str, tuple[str, list[RunView]]] = {}
+    notes = []
     grouped = {n for names in groups.values() for n in names}
     for group, names in groups.items():
         units[group] = (runs[names[0]].params.dataset, [runs[n] for n in names])
+        evaluated = [n for n in names if runs[n].metrics]
+        if len(evaluated) < 2:
+            notes.append(f"- {group}: {len(evaluated)} of {len(names)} seeds evaluated"
+                         + (f", so it is compared as the single run {evaluated[0]}." if evaluated else
+                            ", so it is not compared."))
     for name, run in runs.items():
         if name not in grouped:
             units[name] = (run.params.dataset, [run])
-    rows = []
+    return units, notes
+
+
+def _verdict(test: Test, reject: bool | None, better: str) -> str:
+    if test.p is None:
+        return "unknown: no seed spread"
+    return f"**yes**: {better} is better" if reject else "no: within noise"
+
+
+def comparison_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> list[str]:
+    """For each pair of units (runs or seed groups) on one dataset and each headline metric: the
+    difference, the noise it is judged against, and whether it is beyond noise (Holm over the table)."""
+    units, notes = comparison_units(runs, groups)
+    estimates = {(u, metric): unit_estimate(unit_runs, metric, spread)
+                 for u, (_, unit_runs) in units.items() for metric, spread, _ in HEADLINES}
+    pools = {(dataset, metric): pooled_spread({u: estimates[u, metric] for u, (d, _) in units.items()
+                                               if d == dataset and estimates[u, metric] is not None})
+             for dataset, _ in units.values() for metric, _, _ in HEADLINES}
+    tests = []
     names = list(units)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            (dataset_a, runs_a), (dataset_b, runs_b) = units[a], units[b]
-            if dataset_a != dataset_b:
+            if units[a][0] != units[b][0]:
                 continue
-            for metric, spread, lower_better in HEADLINES:
-                ea = group_estimate(runs_a, metric, spread) if len(runs_a) > 1 else run_estimate(runs_a[0], metric, spread)
-                eb = group_estimate(runs_b, metric, spread) if len(runs_b) > 1 else run_estimate(runs_b[0], metric, spread)
+            for metric, _, lower_better in HEADLINES:
+                ea, eb = estimates[a, metric], estimates[b, metric]
                 if ea is None or eb is None:
                     continue
-                diff, noise, beyond = compare(ea, eb)
-                better = a if (diff < 0) == lower_better else b
-                if beyond is None:
-                    verdict = "unknown (a spread is missing)"
-                elif beyond:
-                    verdict = f"**yes**: {better} is better"
-                else:
-                    verdict = "no: within noise"
-                kinds = "seeds" if "seeds" in (ea.kind, eb.kind) else "sampling"
-                rows.append([f"{a} vs {b}", metric, f"{ea.value:.4g} vs {eb.value:.4g}",
-                             "–" if noise is None else f"{diff:+.4g} (noise sd {noise:.2g}, {kinds})", verdict])
-    if not rows:
-        return ["No two evaluated runs (or seed groups) of one dataset to compare."]
-    return [*_table(["pair", "metric", "values", "difference", "beyond noise (95%)?"], rows), "",
-            "Noise: for one run its sampling spread (FID/KID std, probe 95% interval / 1.96), judged at 1.96 sd; "
-            "for a seed group the standard error of its mean across seeds (which also holds the training-seed "
-            "variation), judged with Welch's t for the few seeds there are. A single "
-            "run has no seed spread: a difference between single runs can be beyond sampling noise and still be "
-            "the luck of one seed; add seeds (README, Seeds) before calling a model better."]
+                test = compare(ea, eb, (a, b), pools[units[a][0], metric])
+                tests.append((a, b, metric, lower_better, ea, eb, test))
+    if not tests:
+        return ["No two evaluated runs (or seed groups) of one dataset to compare.", *([""] + notes if notes else [])]
+    decided = [t for t in tests if t[-1].p is not None]
+    reject = dict(zip(map(id, decided), holm([t[-1].p for t in decided])))
+    rows = []
+    for entry in tests:
+        a, b, metric, lower_better, ea, eb, test = entry
+        better = a if (test.diff < 0) == lower_better else b
+        noise = "–" if test.noise is None else f"{test.diff:+.4g} (noise sd {test.noise:.2g})"
+        rows.append([f"{a} vs {b}", metric, f"{ea.value:.4g} vs {eb.value:.4g}", noise, test.basis,
+                     "–" if test.p is None else f"{test.p:.2g}", _verdict(test, reject.get(id(entry)), better)])
+    return [*_table(["pair", "metric", "values", "difference", "noise", "p", "beyond noise?"], rows), "",
+            f"Each difference is tested against the noise named beside it, two-sided. A seed group's number is its "
+            f"mean over seeds and its noise the spread across seeds (which holds each run's sampling noise and the "
+            f"seed's luck): group vs group is Welch's t. A single run's seed spread is unknown, not zero: against a "
+            f"group it is lent that group's seed spread (t with the group's n - 1 df); between two single runs the "
+            f"seed spread pooled over the dataset's seed groups is borrowed, and where the dataset has none the "
+            f"verdict is *unknown* (add seeds, README Seeds), with the test against sampling noise alone shown for "
+            f"information. *yes* means beyond noise after Holm's correction over the {len(decided)} tests of this "
+            f"table (family-wise error 5%).", *([""] + notes if notes else [])]
+
+
+def control_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> list[str]:
+    """D against its controls (random D, pixels), paired on the same test images: per run, the
+    paired bootstrap interval; per seed group, a t-test over the seeds' paired differences."""
+    units, _ = comparison_units(runs, groups)
+    rows, tests = [], []
+    for unit, (_, unit_runs) in units.items():
+        for metric, spread, control in CONTROLS:
+            estimate = unit_estimate(unit_runs, metric, spread)
+            if estimate is None:
+                continue
+            tests.append((unit, control, estimate, one_sample(estimate)))
+    if not tests:
+        return ["No run has the paired probe differences yet (evaluated before they existed: re-run evaluate)."]
+    decided = [t for t in tests if t[-1] is not None]
+    reject = dict(zip(map(id, decided), holm([t[-1] for t in decided])))
+    for entry in tests:
+        unit, control, estimate, p = entry
+        basis = (f"over {estimate.n} seeds (t, {estimate.n - 1} df)" if estimate.kind == "seeds" else
+                 "test images only (paired bootstrap); seed spread unknown")
+        verdict = "–" if p is None else (("**yes**: D is better" if estimate.value > 0 else f"**no**: {control} is better")
+                                         if reject[id(entry)] else "no: within noise")
+        rows.append([unit, control, cell(estimate.value, estimate.se, "+.3f"), basis,
+                     "–" if p is None else f"{p:.2g}", verdict])
+    return [*_table(["run or group", "control", "D − control ± se", "noise", "p", "D beyond the control?"], rows), "",
+            "D and its controls are scored on the same test images, so each difference is paired. One run: the "
+            "standard error of the paired difference over the same bootstrap resamples of the test images (sampling "
+            "only; another training seed could differ). A seed group: the mean of its runs' paired differences ± its "
+            "standard error across seeds, each seed with its own random D (its D at initialisation), judged with t. "
+            f"Holm over the {len(decided)} tests of this table."]
 
 
 # --------------------------------------------------------------------------- page

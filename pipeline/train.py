@@ -318,7 +318,8 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
         paths.samples.mkdir(parents=True, exist_ok=True)
         paths.snapshots.mkdir(parents=True, exist_ok=True)  # a DVC output even when empty
         spec = {"model": run.model, "dataset": run.dataset, "image_size": dataset.image_size,
-                "channels": dataset.channels, "nz": run.nz, "ngf": run.ngf, "ndf": run.ndf}
+                "channels": dataset.channels, "nz": run.nz, "ngf": run.ngf, "ndf": run.ndf,
+                "seed": run.seed}  # evaluate rebuilds D's initialisation from it (the random-D control)
         write_json_atomic(paths.root / SPEC_FILE, spec)
         if start_epoch:
             trim_history(paths.live, start_epoch)

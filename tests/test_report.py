@@ -7,11 +7,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from dvclive import Live
 from PIL import Image
 
 from pipeline.config import Params
-from pipeline.report import Estimate, build_report, compare, read_curves, seed_groups, collect_runs
+from scipy import stats
+
+from pipeline.comparisons import Estimate, compare, holm, pooled_spread, seed_estimate
+from pipeline.config import RunParams
+from pipeline.report import RunView, build_report, collect_runs, comparison_lines, control_lines, read_curves, \
+    seed_groups
 
 MNIST = {"dataset": "mnist", "epochs": 3}
 RUNS = {
@@ -108,20 +114,113 @@ def test_seeds_are_grouped_and_differences_judged_against_the_seed_spread(tmp_pa
         "dcgan-mnist (3 seeds)": ["dcgan-mnist-s0", "dcgan-mnist-s1", "dcgan-mnist-s2"]}
     text = build_report(params, runs, tmp_path / "reports").read_text()
     group = next(r for r in table(text, "Over seeds") if r.startswith("| gan-mnist (3 seeds)"))
-    assert "950.00 ± 50.00" in group  # mean ± std across seeds
+    assert "950.00 ± 28.87" in group  # mean ± its standard error, std across seeds (50) / sqrt(3)
     verdicts = table(text, "Which differences are beyond noise")
     fid = next(r for r in verdicts if "| fid_domain |" in r)
-    assert "**yes**: dcgan-mnist (3 seeds) is better" in fid and "seeds" in fid
+    assert "**yes**: dcgan-mnist (3 seeds) is better" in fid and "seeds, Welch t" in fid
     probe = next(r for r in verdicts if "| probe_acc |" in r)
     assert "no: within noise" in probe  # 0.001 apart, seed std 0.001
 
 
-def test_compare_says_within_noise_only_when_it_is():
-    a, b = Estimate(10.0, 1.0, "sampling"), Estimate(12.0, 1.0, "sampling")
-    diff, noise, beyond = compare(a, b)
-    assert diff == -2.0 and noise == np.sqrt(2) and beyond is False  # 2 < 2 * 1.41
-    assert compare(a, Estimate(13.0, 1.0, "sampling"))[2] is True  # 3 > 2.83
-    assert compare(a, Estimate(13.0, None, "sampling"))[2] is None  # no spread: no verdict
+def view(name: str, seed: int, metrics_: dict | None, model: str = "dcgan", ngf: int = 64) -> RunView:
+    """A run as the report reads it, straight from metrics (no files)."""
+    return RunView(name=name, params=RunParams(model=model, dataset="mnist", seed=seed, ngf=ngf), metrics=metrics_)
+
+
+def verdict_rows(runs: dict[str, RunView]) -> list[str]:
+    return [line for line in comparison_lines(runs, seed_groups(runs)) if line.startswith("| ") and " vs " in line]
+
+
+def row(rows: list[str], metric: str) -> str:
+    return next(r for r in rows if f"| {metric} |" in r)
+
+
+def test_a_single_run_against_a_seed_group_is_lent_the_groups_seed_spread():
+    """The issue's workspace: dcgan-mnist over 5 seeds (fid_domain 190-210, seed sd 7.9) against
+    one run of a variant at 215 (sampling sd 1.3). Judged by sampling noise alone it was "yes";
+    with the group's seed spread lent to the variant the gap is well inside the noise."""
+    runs = {f"dcgan-mnist-s{i}": view(f"dcgan-mnist-s{i}", i, metrics(v, 0.95)) for i, v in
+            enumerate([190, 195, 200, 205, 210])}
+    runs["dcgan-wide"] = view("dcgan-wide", 0, metrics(215, 0.95, fid_domain_std=1.3), ngf=128)
+    fid = row(verdict_rows(runs), "fid_domain")
+    assert "no: within noise" in fid and "seed sd of dcgan-mnist (5 seeds) lent to dcgan-wide" in fid
+    sd = np.std([190, 195, 200, 205, 210], ddof=1)
+    noise = sd * np.sqrt(1 / 5 + 1)
+    assert f"noise sd {noise:.2g}" in fid
+    p = 2 * stats.t.sf(15 / noise, 4)  # t with the group's n - 1 = 4 df
+    assert f"| {p:.2g} |" in fid
+
+
+def test_two_single_runs_borrow_a_seed_spread_or_say_it_is_unknown():
+    a = view("dcgan-mnist", 0, metrics(200, 0.95))
+    b = view("dcgan-wide", 0, metrics(230, 0.95), ngf=128)  # 60 sampling sds apart
+    fid = row(verdict_rows({"dcgan-mnist": a, "dcgan-wide": b}), "fid_domain")
+    assert "unknown: no seed spread" in fid and "**yes**" not in fid
+    assert "against sampling noise alone p = " in fid
+    # With a seed group on the dataset, its seed spread is borrowed (and named).
+    runs = {"dcgan-mnist": a, "dcgan-wide": b}
+    runs.update({f"gan-mnist-s{i}": view(f"gan-mnist-s{i}", i, metrics(v, 0.9), model="gan")
+                 for i, v in enumerate([900, 910, 920])})
+    fid = row([r for r in verdict_rows(runs) if r.startswith("| dcgan-mnist vs dcgan-wide")], "fid_domain")
+    assert "seed sd borrowed from gan-mnist (3 seeds), t with 2 df" in fid
+    assert "no: within noise" in fid  # 30 apart against a seed sd of 10 with 2 df: p = 0.07
+
+
+def test_group_verdicts_use_welchs_t_not_the_normal_quantile():
+    """Three seeds each, 2.4 standard errors apart: beyond 1.96, not beyond t(4 df) = 2.78."""
+    a, b = seed_estimate([100.0, 102.0, 104.0]), seed_estimate([106.0, 108.0, 110.0])  # se 1.155 each
+    b.value = a.value + 2.4 * np.hypot(a.se, b.se)
+    test = compare(a, b, ("a", "b"))
+    assert abs(test.diff) / test.noise > 1.96 and test.p > 0.05
+    assert test.p == pytest.approx(stats.ttest_ind_from_stats(a.value, a.sd, 3, b.value, b.sd, 3, equal_var=False).pvalue)
+
+
+def test_holm_controls_the_table_and_every_test_is_counted():
+    assert holm([0.01, 0.04, 0.03]) == [True, False, False]  # 0.01 < 0.05/3, then 0.03 > 0.05/2 stops
+    assert holm([0.001, 0.02, 0.04]) == [True, True, True]  # 0.02 < 0.025, 0.04 < 0.05
+    # In the report: two groups whose fid_domain differs at p ~ 0.03, tested alone a "yes"; the
+    # table also tests probe_acc (kid_domain has no seed spread: not a test), so Holm needs 0.025.
+    runs = {}
+    for i, (x, y) in enumerate([(200, 202.7), (201, 203.7), (202, 204.7)]):
+        runs[f"dcgan-mnist-s{i}"] = view(f"dcgan-mnist-s{i}", i, metrics(x, 0.95 + i / 100))
+        runs[f"gan-mnist-s{i}"] = view(f"gan-mnist-s{i}", i, metrics(y, 0.95 + i / 100), model="gan")
+    lines = comparison_lines(runs, seed_groups(runs))
+    fid = row(lines, "fid_domain")
+    p = float(fid.split("|")[6])
+    assert 0.025 < p < 0.05 and "no: within noise" in fid
+    assert "Holm's correction over the 2 tests of this table" in "\n".join(lines)
+    assert "unknown" in row(lines, "kid_domain")
+
+
+def test_a_seed_group_with_one_evaluated_run_is_compared_as_that_run_and_said_so():
+    runs = {"dcgan-mnist-s0": view("dcgan-mnist-s0", 0, metrics(200, 0.95)),
+            "dcgan-mnist-s1": view("dcgan-mnist-s1", 1, None),
+            "gan-mnist": view("gan-mnist", 0, metrics(900, 0.9), model="gan")}
+    lines = comparison_lines(runs, seed_groups(runs))
+    assert any(line.startswith("| dcgan-mnist (2 seeds) vs gan-mnist | fid_domain") for line in lines)
+    assert "- dcgan-mnist (2 seeds): 1 of 2 seeds evaluated, so it is compared as the single run dcgan-mnist-s0." in lines
+
+
+def test_d_against_random_d_is_paired_per_run_and_over_seeds():
+    runs = {f"dcgan-mnist-s{i}": view(f"dcgan-mnist-s{i}", i, metrics(200, 0.95, probe_vs_random_d=gain,
+                                                                     probe_vs_random_d_ci95=0.01))
+            for i, gain in enumerate([0.02, 0.03, 0.025])}
+    runs["gan-mnist"] = view("gan-mnist", 0, metrics(900, 0.9, probe_vs_random_d=0.004, probe_vs_random_d_ci95=0.01),
+                             model="gan")
+    lines = control_lines(runs, seed_groups(runs))
+    group = next(line for line in lines if line.startswith("| dcgan-mnist (3 seeds) | random D"))
+    p = stats.ttest_1samp([0.02, 0.03, 0.025], 0).pvalue
+    assert "over 3 seeds (t, 2 df)" in group and f"| {p:.2g} |" in group and "**yes**: D is better" in group
+    single = next(line for line in lines if line.startswith("| gan-mnist | random D"))
+    assert "paired bootstrap" in single and "no: within noise" in single
+    assert f"+0.004 ± {0.01 / 1.96:.3f}" in single
+
+
+def test_pooled_seed_spread_weights_groups_by_their_degrees_of_freedom():
+    pool = pooled_spread({"a": seed_estimate([1.0, 3.0]), "b": seed_estimate([0.0, 3.0, 6.0]),
+                          "c": Estimate(5.0, 0.1, "sampling")})
+    assert pool.df == 3 and pool.groups == ["a", "b"]
+    assert pool.sd == pytest.approx(np.sqrt((1 * 2.0 + 2 * 9.0) / 3))
 
 
 def test_curves_are_read_from_dvclive_tsv(tmp_path):

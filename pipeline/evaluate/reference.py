@@ -10,9 +10,16 @@
     <out_dir>/inception.npz   the same for Inception's 2048-d pool features (evaluate.inception)
 
 The real-data floor: the same distances between the reference and a disjoint set of real images
-of the generated set's size (test10k: train images vs the test reference; train50k: the test
-split vs the train statistics). A generator cannot be expected to get closer to the reference
-than other real images do, so the report shows it beside the runs.
+(test10k: 10,000 train images vs the test reference; train50k: the whole test split vs the train
+statistics). A generator cannot be expected to get closer to the reference than other real
+images do, so the report shows it beside the runs. FID is biased upwards by about c / n at n
+images, so the floor's FID is read at the generated set's size: measured directly where there
+are that many disjoint real images, else extrapolated in 1 / n (train50k: 10,000 MNIST or
+19,962 CelebA test images, read at 50,000; `fid.FrechetReference.at_count`). KID is unbiased
+and precision/recall compare sets capped at fid.SET_METRIC_MAX on both sides, so neither needs it.
+
+KID in the domain space runs on features divided by `kid_feature_scale` (fid.kid_scale, from the
+real features of the split), stored here so that every run and the floor use the same one.
 
 The folder is written under a temporary name and renamed, and evaluate refuses a reference
 whose settings differ from the current params.
@@ -30,7 +37,7 @@ from pipeline.config import Params
 from pipeline.datasets import read_dataset, sha256_file, staged_dir, write_json_atomic
 from pipeline.device import resolve_device
 from pipeline.evaluate.classifier import classify, load_classifier
-from pipeline.evaluate.fid import FrechetReference, all_distances, feature_statistics, set_subset
+from pipeline.evaluate.fid import FrechetReference, all_distances, feature_statistics, kid_scale, set_subset
 from pipeline.evaluate.images import dataset_images, sorted_subset
 from pipeline.evaluate.inception import extractor_identity, load_inception, remembered_features
 
@@ -52,6 +59,7 @@ class FeatureSet:
     mu: np.ndarray  # float64 d, of every real image of the split
     sigma: np.ndarray  # float64 d x d
     num: int  # real images behind mu and sigma
+    kid_scale: float | None = 1.0  # KID runs on features / kid_scale (None: a reference from before it)
 
     def frechet(self) -> FrechetReference:
         return FrechetReference(self.mu, self.sigma, self.num)
@@ -70,20 +78,22 @@ def reference_split(dataset, wanted: str) -> str | None:
     return wanted if len(dataset.indices(wanted)) >= 2 else None
 
 
-def _feature_set(features: np.ndarray, seed: int) -> FeatureSet:
+def _feature_set(features: np.ndarray, seed: int, *, scale_kid: bool = False) -> FeatureSet:
     mu, sigma = feature_statistics(features)
-    return FeatureSet(features=set_subset(features, seed).astype(np.float32), mu=mu, sigma=sigma, num=len(features))
+    return FeatureSet(features=set_subset(features, seed).astype(np.float32), mu=mu, sigma=sigma, num=len(features),
+                      kid_scale=kid_scale(features) if scale_kid else 1.0)
 
 
 def _save(path: Path, fs: FeatureSet) -> None:
-    np.savez(path, features=fs.features, mu=fs.mu, sigma=fs.sigma, num=fs.num)
+    np.savez(path, features=fs.features, mu=fs.mu, sigma=fs.sigma, num=fs.num, kid_scale=fs.kid_scale)
 
 
 def _floor(floor_features: np.ndarray, real: FeatureSet, space: str, params: Params) -> dict:
     p = params.evaluate
     values, notes = all_distances(floor_features, real.features, real.frechet(), space=space,
                                   kid_subset_size=p.kid_subset_size, kid_subsets=p.kid_subsets, pr_k=p.pr_k,
-                                  fid_draws=p.fid_bootstrap, seed=p.seed)
+                                  fid_draws=p.fid_bootstrap, seed=p.seed, kid_feature_scale=real.kid_scale,
+                                  fid_count=p.samples)
     return {**values, "notes": notes}
 
 
@@ -115,6 +125,7 @@ def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path 
         "inception": None,
         "floor": {"split": FLOOR_SPLIT[split] if floor_images is not None else None,
                   "num_images": 0 if floor_images is None else len(floor_images),
+                  "fid_at_count": p.samples,  # the generated set's size (see the module's docstring)
                   "domain": None, "inception": None},
     }
     with staged_dir(out_dir) as tmp:
@@ -123,10 +134,11 @@ def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path 
                 raise ReferenceError(f"fid_reference@{dataset_name}: the domain features need the MNIST classifier; "
                                      f"pass its classifier.pt (stage domain_evaluator@{dataset_name})")
             classifier = load_classifier(classifier_path, device)
-            real = _feature_set(classify(classifier, images, batch_size=p.batch_size, device=device)[0], p.seed)
+            real = _feature_set(classify(classifier, images, batch_size=p.batch_size, device=device)[0], p.seed,
+                                scale_kid=True)
             _save(tmp / "domain.npz", real)
             info["domain"] = {"feature": "mnist_lenet_penultimate", "dim": int(real.mu.shape[0]),
-                              "classifier_sha256": sha256_file(classifier_path)}
+                              "classifier_sha256": sha256_file(classifier_path), "kid_feature_scale": real.kid_scale}
             if floor_images is not None:
                 floor = classify(classifier, floor_images, batch_size=p.batch_size, device=device)[0]
                 info["floor"]["domain"] = _floor(floor, real, "MNIST-classifier", params)
@@ -149,7 +161,9 @@ def _load_set(path: Path) -> FeatureSet | None:
     if not path.is_file():
         return None
     with np.load(path) as data:
-        return FeatureSet(features=data["features"], mu=data["mu"], sigma=data["sigma"], num=int(data["num"]))
+        scale = float(data["kid_scale"]) if "kid_scale" in data else None
+        return FeatureSet(features=data["features"], mu=data["mu"], sigma=data["sigma"], num=int(data["num"]),
+                          kid_scale=scale)
 
 
 def load_reference(reference_dir: Path | str) -> Reference:

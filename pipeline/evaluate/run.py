@@ -13,8 +13,12 @@ name says which features it was measured in:
     probe_acc[_n10|_n100|_all], probe_acc_ci95      linear probe on the frozen D (probe.py)
     probe_acc_random_d[...], probe_acc_pixels[...]  its controls
 
-`*_std` of a FID is its sampling spread (bootstrap over the generated features); `kid_std` the
-spread over KID's subsets. The protocol behind the numbers (extractor, counts, real split,
+Every `*_std` is the standard error of the number beside it over new generated sets (the real
+reference held fixed): FID's from a bootstrap over the generated features, KID's from its
+U-statistic (fid.kid); `probe_acc*_ci95` is the half-width of a 95% bootstrap interval over the
+test images. `probe_vs_random_d` is the paired difference probe_acc - probe_acc_random_d on the
+same test images, with `probe_vs_random_d_ci95` from the same (joint) bootstrap resamples; the
+random D is the run's own D at initialisation (built with the run's training seed). The protocol behind the numbers (extractor, counts, real split,
 resize, how G was sampled, and why a number is null) goes to runs/<run>/eval/protocol.json;
 per-class shares and the probe's details to eval/details.json; the fid_domain curve over G's
 training snapshots to runs/<run>/curve.tsv (a DVC plot).
@@ -68,6 +72,8 @@ def _check_reference(reference, params: Params, spec: dict, classifier_path: Pat
     if info.get("seed") != p.seed:
         raise ReferenceError(f"{reference.path}: computed with seed {info.get('seed')}, evaluate.seed is {p.seed}{stale}")
     if reference.domain is not None:
+        if reference.domain.kid_scale is None:
+            raise ReferenceError(f"{reference.path}: computed before KID's feature scale was recorded{stale}")
         if classifier_path is None:
             raise ReferenceError(f"{reference.path}: has domain features; pass the classifier that made them")
         if sha256_file(classifier_path) != info["domain"]["classifier_sha256"]:
@@ -93,7 +99,35 @@ def _distances(features: np.ndarray, real: FeatureSet, frechet: FrechetReference
                params: Params) -> tuple[dict, dict]:
     p = params.evaluate
     return all_distances(features, real.features, frechet, space=space, kid_subset_size=p.kid_subset_size,
-                         kid_subsets=p.kid_subsets, pr_k=p.pr_k, fid_draws=p.fid_bootstrap, seed=p.seed)
+                         kid_subsets=p.kid_subsets, pr_k=p.pr_k, fid_draws=p.fid_bootstrap, seed=p.seed,
+                         kid_feature_scale=real.kid_scale)
+
+
+def training_seed(run_name: str, spec: dict, params: Params) -> int:
+    """The seed the run was trained with: model.json's, else params.yaml's runs.<run>.seed (a run
+    trained before model.json recorded it)."""
+    if "seed" in spec:
+        return int(spec["seed"])
+    if run_name in params.runs:
+        return params.runs[run_name].seed
+    raise ValueError(f"{run_name}: model.json has no seed and params.yaml has no runs.{run_name}; the random-D "
+                     "control is the run's D at initialisation and needs the training seed")
+
+
+def spread_protocol(p) -> dict:
+    """What each `*_std` / `*_ci95` is, with the counts the report needs for its critical values."""
+    return {
+        "fid_std": {"meaning": "standard error of FID over new generated sets (real statistics fixed)",
+                    "method": "std over bootstrap resamples of the generated features", "draws": p.fid_bootstrap},
+        "kid_std": {"meaning": "standard error of KID over new generated sets (real set fixed)",
+                    "method": "U-statistic linear term + subset noise (evaluate/fid.py kid)",
+                    "subsets": p.kid_subsets},
+        "probe_acc_ci95": {"meaning": "half-width of a 95% interval over the test images",
+                           "method": "percentile bootstrap", "draws": p.probe_bootstrap},
+        "probe_vs_random_d_ci95": {"meaning": "half-width of a 95% interval of the paired difference D - random D",
+                                   "method": "percentile bootstrap, the same resamples for both",
+                                   "draws": p.probe_bootstrap},
+    }
 
 
 def domain_curve(run_dir: Path, spec: dict, classifier: nn.Module, real: FrechetReference, params: Params,
@@ -160,7 +194,7 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
                       "seed": p.seed, "batch_size": p.batch_size, "quantised": "uint8, as a saved PNG"},
         "real": {"split": reference.info["split"], "count": reference.info["num_real"], "dataset": spec["dataset"]},
         "set_metrics_max": SET_METRIC_MAX,
-        "fid_spread": f"std over {p.fid_bootstrap} bootstrap resamples of the generated features",
+        "spreads": spread_protocol(p),
         "floor": reference.info.get("floor"),
         "spaces": {}, "notes": {},
     }
@@ -211,8 +245,10 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
         protocol["notes"]["fid_domain"] = (f"no domain classifier for {spec['dataset']} (only MNIST has one): "
                                            "fid_domain and the *_domain measures are not defined")
 
-    # A random D of the same architecture, seeded: the control for "the architecture alone".
-    torch.manual_seed(p.seed)
+    # The control for "the architecture alone": the run's own D at initialisation, rebuilt as
+    # train builds it (seed, then build_models), so each seed of a group has its own random D.
+    protocol["random_d"] = {"seed": training_seed(run_name, spec, params), "what": "D at initialisation"}
+    torch.manual_seed(protocol["random_d"]["seed"])
     _, random_d = build_models(spec["model"], image_size=spec["image_size"], channels=spec["channels"],
                                nz=spec["nz"], ngf=spec["ngf"], ndf=spec["ndf"])
     random_d = random_d.to(device).eval()

@@ -28,6 +28,7 @@ def make_run(run_dir: Path, model: str = "gan", *, seed: int = 0, nz: int = 16, 
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.save(G.state_dict(), run_dir / "generator.pt")
     torch.save(D.state_dict(), run_dir / "discriminator.pt")
-    spec = {"model": model, "image_size": 28, "channels": 1, "nz": nz, "ngf": ngf, "ndf": ndf, "dataset": "mnist"}
+    spec = {"model": model, "image_size": 28, "channels": 1, "nz": nz, "ngf": ngf, "ndf": ndf, "dataset": "mnist",
+            "seed": seed}
     (run_dir / "model.json").write_text(json.dumps(spec))
     return run_dir

@@ -83,6 +83,18 @@ def test_evaluate_writes_named_metrics_with_spreads_and_the_protocol(tmp_path, m
                                                                            "dataset": "mnist"}
     assert "LeNet" in protocol["spaces"]["domain"]["extractor"] and "inception" not in protocol["spaces"]
     assert "evaluate.inception: false" in protocol["notes"]["fid"]
+    # Every spread says what it is; KID (domain) ran on features scaled by the recorded RMS coordinate.
+    assert protocol["spreads"]["fid_std"]["draws"] == 10 and "standard error" in protocol["spreads"]["kid_std"]["meaning"]
+    scale = protocol["spaces"]["domain"]["kid_feature_scale"]
+    assert scale == load_reference(reference).info["domain"]["kid_feature_scale"] > 0
+    # D against its random D, paired on the same test images. The random D is the run's own D at
+    # initialisation; this run was never trained (make_run: seeded random weights), so the two are
+    # the same network and the paired difference is exactly 0 on every resample.
+    assert protocol["random_d"] == {"seed": 0, "what": "D at initialisation"}
+    assert written["probe_acc"] == written["probe_acc_random_d"] and written["probe_acc_ci95"] > 0
+    assert written["probe_vs_random_d"] == 0 and written["probe_vs_random_d_ci95"] == 0
+    assert written["probe_vs_pixels"] == pytest.approx(written["probe_acc"] - written["probe_acc_pixels"])
+    assert 0 < written["probe_vs_pixels_ci95"]
 
 
 def test_fid_spread_matches_the_spread_over_independent_real_sets(mnist_dir, reference, classifier):
@@ -173,9 +185,16 @@ def test_a_reference_of_another_protocol_or_dataset_is_refused(tmp_path, mnist_d
 
 
 def test_train50k_compares_with_the_whole_train_split(tmp_path, mnist_dir, classifier):
-    params = make_params(protocol="train50k", num_real=None, num_samples=600, probe_per_class=[10])
+    """More generated images than the test split holds: the floor uses every test image and reads
+    its FID at the generated count (extrapolated in 1 / n), never at the smaller one."""
+    params = make_params(protocol="train50k", num_real=None, num_samples=3000, probe_per_class=[10])
     info = compute_reference("mnist", mnist_dir, tmp_path / "ref", params, classifier_path=classifier[0])
     dataset = read_dataset(mnist_dir)
     assert info["split"] == "train" and info["num_real"] == len(dataset.indices("train"))
-    assert info["floor"]["split"] == "test" and info["floor"]["num_images"] == 600
-    assert len(sorted_subset(dataset, "test", 600, 1)) == 600
+    floor = info["floor"]
+    assert floor["split"] == "test" and floor["num_images"] == TEST and floor["fid_at_count"] == 3000
+    assert floor["domain"]["notes"]["fid_extrapolated"] == {"from": TEST, "to": 3000, "fit": "FID = a + c / n"}
+    ref = load_reference(tmp_path / "ref").domain.frechet()
+    test_features = domain_features(classifier[0], dataset_images(dataset, dataset.indices("test")))
+    at_2000 = ref.distance(*feature_statistics(test_features))
+    assert floor["domain"]["fid"] < at_2000  # FID's upward bias shrinks with n

@@ -155,3 +155,23 @@ def test_batchnorm_recalibration_uses_real_statistics_and_keeps_the_weights(mnis
     torch.testing.assert_close(norm.running_mean, captured[0].mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
     assert not D.training
     assert all(torch.equal(v, D.state_dict()[k]) for k, v in weights.items())
+
+
+def test_anime_hair_colour_probe_is_balanced_accuracy_beside_its_majority_baseline(tmp_path):
+    """Hair colours of a crawl are unbalanced: answering the common colour would look good on plain
+    accuracy, so the anime probe reports balanced accuracy (chance = 1 / colours) and the baseline."""
+    from pipeline.datasets import SPLITS, write_dataset
+
+    rng = np.random.default_rng(1)
+    labels = np.array([0] * 70 + [1] * 20 + [2] * 10)  # 70% one colour
+    split = np.full(100, SPLITS["train"], dtype=np.uint8)
+    split[rng.choice(100, 30, replace=False)] = SPLITS["test"]
+    out = write_dataset(tmp_path / "anime", rng.integers(0, 256, (100, 8, 8, 3), dtype=np.uint8), split,
+                        labels=labels, source="anime")
+    metrics, details = run_probe(read_dataset(out), make_params(probe_per_class=[5]), {"_pixels": pixel_features})
+    test = split == SPLITS["test"]
+    assert details["score"] == "balanced_accuracy"
+    assert metrics["probe_majority_acc"] == pytest.approx(np.mean(labels[test] == 0))
+    chosen = details["tasks"]["probe_acc_pixels"]["label"]["n5"]
+    assert metrics["probe_acc_pixels"] == pytest.approx(chosen["score"])
+    assert chosen["score"] != chosen["accuracy"]  # balanced, not plain
