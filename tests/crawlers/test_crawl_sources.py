@@ -78,18 +78,19 @@ def test_declared_pixels_and_file_size_are_checked_before_download(tmp_path, out
 
 
 def test_a_run_stopped_by_max_posts_is_continued_below_its_known_posts(tmp_path, out_dir):
-    with MockBoard("moebooru", [make_post(i, rating="safe") for i in range(1, 21)]) as board:
+    # 21 posts, 5 a page: the short last page proves the listing's end.
+    with MockBoard("moebooru", [make_post(i, rating="safe") for i in range(1, 22)]) as board:
         result, first = run_crawl(tmp_path, board, out_dir, max_posts=6)
         assert first["new"] == 6 and first["stop_reason"] == "max_posts"
         state = json.loads((out_dir / "crawl_state.json").read_text())
         assert [entry["complete"] for entry in state.values()] == [False]
         # Growing the set: the next run walks past the 6 known posts (3 in a row would stop a
-        # refresh of a complete listing) down to the 14 it never reached.
+        # refresh of a complete listing) down to the 15 it never reached.
         result, second = run_crawl(tmp_path, board, out_dir, max_posts=100)
         assert result.returncode == 0, result.stderr[-3000:]
         assert second["early_stop_enabled"] is False and second["stop_reason"] == "end"
-        assert second["new"] == 14 and second["skipped"]["known"] == 6
+        assert second["new"] == 15 and second["skipped"]["known"] == 6
         # Now complete: a refresh stops at the known posts again.
         result, third = run_crawl(tmp_path, board, out_dir, max_posts=100)
         assert third["early_stop_enabled"] is True and third["stop_reason"] == "known"
-    assert sorted(e["post_id"] for e in check_manifest_integrity(out_dir)) == list(range(1, 21))
+    assert sorted(e["post_id"] for e in check_manifest_integrity(out_dir)) == list(range(1, 22))
