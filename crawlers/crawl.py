@@ -13,6 +13,7 @@ from typing import Any
 from scrapy.crawler import CrawlerProcess
 
 from crawlers.atomic import write_json_atomic
+from crawlers.console import add_console_handler
 from crawlers.gaps import read_gaps
 from crawlers.manifest import CrawlMemory
 from crawlers.params import AnimeCrawlParams, BoardSource
@@ -85,13 +86,16 @@ def run_crawl(params: AnimeCrawlParams, out_dir: Path | str, settings_overrides:
 
     memory = CrawlMemory(out_dir)
     started = time.monotonic()
-    process = CrawlerProcess(build_settings(params, out_dir, settings_overrides))
+    settings = build_settings(params, out_dir, settings_overrides)
+    process = CrawlerProcess(settings)  # its root handler writes LOG_FILE
+    console = add_console_handler(settings.get("LOG_FORMAT"), settings.get("LOG_DATEFORMAT"))
     crawler = process.create_crawler(BoardSpider)
     try:
         process.crawl(crawler, params=params, memory=memory, early_stop=early_stop, gaps=gaps)
         process.start()
     finally:
         memory.close()
+        logging.root.removeHandler(console)
     seconds = time.monotonic() - started
 
     stats = crawler.stats.get_stats()
@@ -112,6 +116,7 @@ def run_crawl(params: AnimeCrawlParams, out_dir: Path | str, settings_overrides:
             "stop_reason": listing.stop_reason or "unknown",
             "early_stop_enabled": listing.early_stop,
             "empty_page_retries": counts.get("empty_page_retries", 0),
+            "error": listing.error,
             "gaps": [gap.to_json() for gap in listing.gaps()],
         })
     new = int(stats.get("anime/new", 0))
@@ -132,6 +137,7 @@ def run_crawl(params: AnimeCrawlParams, out_dir: Path | str, settings_overrides:
         "gaps": sum(len(source["gaps"]) for source in sources),
         "manifest_posts": memory.manifest.count,
         "temp_files_removed": removed,
+        "log_file": settings.get("LOG_FILE"),
         "sources": sources,
         "finished_at": _now(),
     }

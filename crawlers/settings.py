@@ -7,6 +7,7 @@ from pathlib import Path
 
 from scrapy.settings import Settings
 
+from crawlers.console import LOG_FILE
 from crawlers.params import AnimeCrawlParams
 
 BOT_NAME = "dcgan-pipeline"
@@ -62,6 +63,10 @@ def build_settings(params: AnimeCrawlParams, out_dir: Path | str, overrides: dic
         "AUTOTHROTTLE_ENABLED": delayed,
         "AUTOTHROTTLE_START_DELAY": params.download_delay,
         "FILES_STORE": str(Path(out_dir).resolve()),
+        # The whole log, tracebacks included, of the last run; the console gets one line per
+        # event (crawlers/console.py). Inside the stage's output folder: a stage writes only there.
+        "LOG_FILE": str(Path(out_dir) / LOG_FILE),
+        "LOG_FILE_APPEND": False,
     }, priority="cmdline")
     for key, value in (overrides or {}).items():
         settings.set(key, value, priority="cmdline")

@@ -34,6 +34,7 @@ import scrapy
 from scrapy.exceptions import IgnoreRequest
 from scrapy.spidermiddlewares.httperror import HttpError
 
+from crawlers.console import FILE_ONLY
 from crawlers.gaps import Gap, gaps_after_walk, must_reach
 from crawlers.items import PostItem
 from crawlers.manifest import CrawlMemory
@@ -146,6 +147,7 @@ class Listing:
     known_in_row: int = 0
     empty_in_row: int = 0
     stop_reason: str | None = None
+    error: str | None = None  # why the listing could not be read (the CLI's one line per host)
     counts: dict[str, int] = field(default_factory=dict)
     # This walk's view of the listing, by post id (newest first, so ids only go down).
     lowest_id: int | None = None
@@ -163,7 +165,7 @@ class Listing:
     def open_gap(self, above: int | None, cursor: Any) -> None:
         if not self.gap_open:
             self.gap_open, self.gap_above = True, above
-        self.gap_cursors.append(str(cursor))
+        self.gap_cursors.append("top" if cursor is None else str(cursor))  # Danbooru's first page: None
 
     def close_gap(self, below: int) -> None:
         if self.gap_open:
@@ -212,7 +214,9 @@ class BoardSpider(scrapy.Spider):
     def stop(self, listing: Listing, reason: str) -> None:
         if listing.stop_reason is None:
             listing.stop_reason = reason
-            logger.info("Listing %d (%s) stops: %s", listing.index, listing.source.base_url, reason)
+            # A failed listing's one console line is the CLI's, per host (crawlers/console.py).
+            logger.info("Listing %d (%s) stops: %s", listing.index, listing.source.base_url, reason,
+                        extra=FILE_ONLY if reason == "listing_failed" else None)
 
     # ------------------------------------------------------------------ paging
     async def start(self):
@@ -234,7 +238,9 @@ class BoardSpider(scrapy.Spider):
         try:
             posts = [api.parse_post(raw) for raw in api.raw_posts(response)]
         except (ValueError, KeyError, TypeError) as exc:
-            logger.error("%s: not a %s API page (%s); stopping this source", response.url, api.name, exc)
+            logger.error("%s: not a %s API page (%s); stopping this source", response.url, api.name, exc,
+                         extra=FILE_ONLY)
+            listing.error = f"not a {api.name} API page ({exc})"
             self.stop(listing, "listing_failed")
             return
         if not posts:
@@ -344,9 +350,13 @@ class BoardSpider(scrapy.Spider):
                 "site's permission.", host, request.url, listing.api.name)
             self.stop(listing, "robots")
         elif failure.check(HttpError):
-            logger.error("%s answered HTTP %s after retries; stopping this source", request.url,
-                         failure.value.response.status)
+            status = failure.value.response.status
+            logger.error("%s answered HTTP %s after retries; stopping this source", request.url, status, extra=FILE_ONLY)
+            listing.error = f"HTTP {status} after retries"
             self.stop(listing, "listing_failed")
         else:
-            logger.error("%s failed: %s; stopping this source", request.url, failure.value)
+            # Connection refused, DNS, timeouts: the CLI says it once per host; the traceback
+            # of each attempt is in crawl.log.
+            logger.error("%s failed: %s; stopping this source", request.url, failure.value, extra=FILE_ONLY)
+            listing.error = str(failure.value).strip().rstrip(".")
             self.stop(listing, "listing_failed")
