@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from crawlers.params import PARAMS_FILE, RAW_ANIME_DIR, ParamsError, load_crawl_params
 
@@ -37,15 +38,21 @@ def main(argv: list[str] | None = None) -> int:
     summary = run_crawl(params, args.out, overrides)
     print(format_summary(summary), flush=True)
     # Every source ran to its end; the posts of the sources that worked are kept either way.
+    # One line per host that failed (two boards on one host fail together), the details in the log.
     status = 0
+    failed: dict[str, list[dict]] = {}
     for source in summary["sources"]:
         if source["stop_reason"] == "robots":
             print(f"error: robots.txt forbids the API of {source['base_url']} (see the log above and "
                   "README 'Crawling')", file=sys.stderr)
             status = 1
         elif source["stop_reason"] in ("listing_failed", "unknown"):
-            print(f"error: the listing of {source['base_url']} could not be read (see the log above)", file=sys.stderr)
-            status = 1
+            failed.setdefault(urlparse(source["base_url"]).netloc, []).append(source)
+    for host, sources in failed.items():
+        reasons = "; ".join(dict.fromkeys(source.get("error") or "stopped early" for source in sources))
+        print(f"error: {host}: could not read the listing of {', '.join(s['base_url'] for s in sources)}: "
+              f"{reasons} (details in {summary['log_file']})", file=sys.stderr)
+        status = 1
     return status
 
 

@@ -58,25 +58,26 @@ class RetryAfterMiddleware(RetryMiddleware):
         retry = self._retry(request, response_status_message(response.status))
         if retry is None:
             return response
-        self._pause_host(request, wait)
+        pause_host(self.crawler, request, wait)
         return retry
 
-    def _pause_host(self, request, seconds: float) -> None:
-        """Hold every queued request to this host for `seconds`.
 
-        Scrapy has no public "pause this slot" call; the downloader's own delay mechanism
-        (slot.latercall, which _process_queue waits for) is what DOWNLOAD_DELAY uses, so we
-        arm it with a longer delay. Requests already in flight are not affected.
-        """
-        if seconds <= 0:
-            return
-        downloader = self.crawler.engine.downloader
-        key = request.meta.get(downloader.DOWNLOAD_SLOT) or downloader.get_slot_key(request)
-        slot = downloader.slots.get(key)
-        if slot is None:
-            return
-        if slot.latercall is not None:
-            slot.latercall.cancel()
-        slot.latercall = call_later(seconds, downloader._latercall, slot)
-        self.crawler.stats.inc_value("retry/paused_seconds", seconds)
-        logger.info("Pausing requests to %s for %.1f s before retrying %s", key, seconds, request)
+def pause_host(crawler, request, seconds: float) -> None:
+    """Hold every queued request to `request`'s host for `seconds` (a 429, an empty page).
+
+    Scrapy has no public "pause this slot" call; the downloader's own delay mechanism
+    (slot.latercall, which _process_queue waits for) is what DOWNLOAD_DELAY uses, so we
+    arm it with a longer delay. Requests already in flight are not affected.
+    """
+    if seconds <= 0:
+        return
+    downloader = crawler.engine.downloader
+    key = request.meta.get(downloader.DOWNLOAD_SLOT) or downloader.get_slot_key(request)
+    slot = downloader.slots.get(key)
+    if slot is None:
+        return
+    if slot.latercall is not None:
+        slot.latercall.cancel()
+    slot.latercall = call_later(seconds, downloader._latercall, slot)
+    crawler.stats.inc_value("retry/paused_seconds", seconds)
+    logger.info("Pausing requests to %s for %.1f s before retrying %s", key, seconds, request)

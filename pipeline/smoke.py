@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import yaml
 
@@ -115,9 +115,12 @@ def smoke_params(params_file: Path, *, base_url: str, celeba_source: Path | str)
 
 
 @contextlib.contextmanager
-def smoke_repo(workdir: Path | None = None, params_file: Path = SMOKE_PARAMS) -> Iterator[tuple[Path, dict]]:
+def smoke_repo(workdir: Path | None = None, params_file: Path = SMOKE_PARAMS,
+               extra_env: Callable[[Path], dict[str, str]] | None = None) -> Iterator[tuple[Path, dict]]:
     """A fresh git+DVC copy of the project (at <workdir>/repo) whose params.yaml is
-    `params_file`, with its fixtures made and its mock board serving while inside the block."""
+    `params_file`, with its fixtures made and its mock board serving while inside the block.
+    `extra_env(copy)` adds variables to the environment yielded for its commands (the DAG
+    audit's file-access recorder, tests/dag_audit.py)."""
     MockBoard = repo_module("tests/crawlers/mock_board.py").MockBoard
     make_celeba = repo_module("tests/ingest/celeba_fixture.py").make_celeba
 
@@ -136,6 +139,7 @@ def smoke_repo(workdir: Path | None = None, params_file: Path = SMOKE_PARAMS) ->
                        ("GIT_COMMITTER_NAME", "smoke"), ("GIT_COMMITTER_EMAIL", "smoke@localhost")):
         env.setdefault(var, value)
     env["DVC_NO_ANALYTICS"] = "1"
+    env.update(extra_env(dest) if extra_env else {})
     with MockBoard("gelbooru", anime_posts()) as board:
         params = smoke_params(params_file, base_url=board.base_url, celeba_source=celeba)
         (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

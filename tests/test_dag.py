@@ -42,3 +42,9 @@ def test_training_never_depends_on_an_evaluator(dag_repo, target):
 def test_mnist_evaluation_uses_the_classifier(dag_repo):
     stages = upstream(dag_repo, "evaluate@dcgan-mnist")
     assert "domain_evaluator@mnist" in stages and "fid_reference@mnist" in stages and "train@dcgan-mnist" in stages
+
+
+def test_the_mnist_classifier_runs_after_the_mnist_ingest(dag_repo):
+    # It trains on data/datasets/mnist: without that dep, `dvc repro` could order it first and
+    # call it up to date after a new MNIST.
+    assert "ingest_mnist" in upstream(dag_repo, "domain_evaluator@mnist")

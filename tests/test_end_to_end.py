@@ -11,6 +11,7 @@ from PIL import Image
 
 from pipeline.evaluate.inception_weights import WHEEL_FILE_SHA256
 from pipeline.smoke import smoke_repo
+from tests.dag_audit import audit_env, undeclared_access
 
 
 @pytest.mark.slow
@@ -18,8 +19,15 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
     def dvc(*args):
         return subprocess.run(["dvc", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
 
-    with smoke_repo(tmp_path) as (repo, env):
+    # Every stage runs with its file access recorded (tests/dag_audit.py): it must read only
+    # what dvc.yaml declares as its deps and write only its outs.
+    audit_log = tmp_path / "audit"
+    with smoke_repo(tmp_path, extra_env=lambda copy: audit_env(audit_log, copy)) as (repo, env):
         dvc("repro")
+    recorded = {path.read_text().splitlines()[0] for path in audit_log.glob("*.log")}
+    assert {"STAGE crawl_anime", "STAGE domain_evaluator@mnist", "STAGE report"} <= recorded  # the recorder works
+    problems = undeclared_access(repo, audit_log)
+    assert not problems, "stages touch files dvc.yaml does not declare:\n" + "\n".join(problems)
     for run in ("gan-mnist", "dcgan-mnist", "dcgan-celeba", "dcgan-anime"):
         run_dir = repo / "runs" / run
         for name in ("generator.pt", "discriminator.pt", "checkpoint.pt", "model.json", "samples/final.png"):
@@ -106,3 +114,15 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
     assert "Running stage 'train@dcgan-mnist'" in out and "Running stage 'evaluate@dcgan-mnist'" in out
     assert "Running stage 'train@gan-mnist'" not in out and "Running stage 'crawl_anime'" not in out
     assert "starting over" in out  # the persisted checkpoint of the old params is not resumed
+
+    # A new MNIST (mnist.* params): once it is ingested, DVC sees that the classifier, the
+    # reference and every MNIST run were made from the old one, and no face stage.
+    changed = yaml.safe_load((repo / "params.yaml").read_text())
+    changed["mnist"]["limit_test"] -= 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+    assert "ingest_mnist" in dvc("status")
+    dvc("repro", "ingest_mnist")
+    stale = {line.rstrip(":") for line in dvc("status").splitlines() if line and not line[0].isspace()}
+    assert {"domain_evaluator@mnist", "fid_reference@mnist", "evaluate@gan-mnist", "evaluate@dcgan-mnist",
+            "train@gan-mnist", "train@dcgan-mnist"} <= stale, stale
+    assert not [stage for stage in stale if "celeba" in stage or "anime" in stage], stale

@@ -3,7 +3,9 @@
 Numbered pages stop at 1000 (HTTP 410), so after the first page the spider asks for the
 posts below the lowest id seen ("b<id>"), which has no depth limit. Danbooru drops posts a
 visitor may not see after applying the limit, so a page can come back short or empty
-while older posts exist; after an empty page the spider skips one id window and probes on.
+while older posts exist: a short page says nothing about the end. After an empty page the
+spider skips one id window and probes on. Only "b1" (nothing can lie below id 1) proves the
+end: any other empty window may be the board under load.
 Note: Danbooru's robots.txt disallows the JSON API, see README "Crawling".
 """
 
@@ -35,6 +37,11 @@ class DanbooruApi(BoardApi):
             return None  # nothing visible at all
         below = int(cursor[1:]) - self.page_size
         return f"b{below}" if below > 1 else None
+
+    short_page_ends_listing = False  # hidden posts shorten any page
+
+    def proven_end(self, cursor: str | None, last_page_size: int | None) -> bool:
+        return cursor is not None and int(cursor[1:]) <= 1
 
     def parse_post(self, raw: dict[str, Any]) -> Post:
         return Post(

@@ -3,8 +3,9 @@
 Standard-library http.server on 127.0.0.1, port 0, in a thread. It pages like the real
 boards (Danbooru's `b<id>` included, hidden posts dropped after the limit is applied),
 serves real PNG/JPEG images made with Pillow, a robots.txt, and misbehaves on request:
-queued error responses (429 with Retry-After, 500, ...) per page or image, wrong md5s,
-wrong content types, truncated files, slow images. Every request is logged.
+queued error responses (429 with Retry-After, 500, ...) per page or image, listing pages
+that come back empty for a while (a board under load: `empty_for`), wrong md5s, wrong
+content types, truncated files, slow images. Every request is logged.
 
     board = MockBoard("gelbooru", [make_post(i) for i in range(1, 31)])
     with board:                      # starts the server; board.base_url is set
@@ -81,6 +82,8 @@ class MockBoard:
         self.honor_rating_query = honor_rating_query
         # "page:<cursor>" or "image:<post id>" -> queued (status, headers) served before success
         self.failures: dict[str, deque[tuple[int, dict[str, str]]]] = defaultdict(deque)
+        # "page:<cursor>" -> how many more requests of that page get an empty (200) answer
+        self.hiccups: dict[str, int] = {}
         self.log: list[dict] = []
         self.images_served = 0
         self.lock = threading.Lock()
@@ -93,6 +96,11 @@ class MockBoard:
 
     def fail(self, key: str, *responses: tuple[int, dict[str, str]]) -> None:
         self.failures[key].extend(responses)
+
+    def empty_for(self, cursor: str, times: int = 1) -> None:
+        """The next `times` requests of the page at `cursor` ("" for Danbooru's first page) get
+        a well-formed empty listing, as a board under load answers."""
+        self.hiccups[f"page:{cursor}"] = self.hiccups.get(f"page:{cursor}", 0) + times
 
     def __enter__(self) -> "MockBoard":
         board = self
@@ -197,6 +205,13 @@ class MockBoard:
         posts = self.page(cursor, limit, query.get("tags", ""))
         if posts is None:
             return 410, {"Content-Type": "application/json"}, b'{"error": "page limit"}'
+        with self.lock:
+            hiccup = self.hiccups.get(f"page:{cursor}", 0) > 0
+            if hiccup:
+                self.hiccups[f"page:{cursor}"] -= 1
+        entry["hiccup"] = hiccup
+        if hiccup:
+            posts = []
         entry["returned"] = [post.id for post in posts]
         if not posts and self.site == "gelbooru":
             return 200, {"Content-Type": "application/json"}, b""  # Safebooru's empty page

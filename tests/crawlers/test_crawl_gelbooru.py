@@ -63,7 +63,16 @@ def test_paginates_to_the_end_past_an_empty_page(crawled):
     assert {e["post_id"] for e in entries} == STORED
     assert summary["stop_reason"] == "end"
     cursors = [e["cursor"] for e in board.requests("page") if e["status"] == 200]
-    assert cursors == ["0", "1", "2", "3", "4", "5", "6", "7"]  # 3 empty, probed on; 6 and 7 end it
+    # Page 3 is empty: asked again twice (it could be a hiccup), then probed past. 5..1 is a full
+    # page, so an empty page 6 does not prove the end either: asked again, then 7 ends it.
+    assert cursors == ["0", "1", "2", "3", "3", "3", "4", "5", "6", "6", "6", "7", "7", "7"]
+    assert summary["sources"][0]["empty_page_retries"] == 6
+    # What this walk could not see: ids 11..15 (between 16 and 10), and anything below 1.
+    gaps = [(gap["below"], gap["above"], gap["cursors"]) for gap in summary["sources"][0]["gaps"]]
+    assert gaps == [(10, 16, ["3"]), (0, 1, ["6", "7"])]
+    state = next(iter(json.loads((out / "crawl_state.json").read_text()).values()))
+    assert state["gaps"] == summary["sources"][0]["gaps"] and state["walked"] and not state["complete"]
+    assert "2 gaps not seen" in result.stdout
     assert summary["posts_seen"] == 30 - len(HIDDEN)
     assert summary["new"] == len(STORED) and summary["manifest_posts"] == len(STORED)
 

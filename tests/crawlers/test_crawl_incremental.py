@@ -11,36 +11,38 @@ from mock_board import MockBoard, make_post
 
 
 def test_refresh_fetches_only_new_posts_and_stops_early(tmp_path, out_dir):
-    with MockBoard("moebooru", [make_post(i, rating="safe") for i in range(1, 21)]) as board:
+    # 21 posts, 5 a page: the last page (1) is short, which proves the listing's end.
+    with MockBoard("moebooru", [make_post(i, rating="safe") for i in range(1, 22)]) as board:
         result, first = run_crawl(tmp_path, board, out_dir)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert first["new"] == 20 and first["stop_reason"] == "end"
+        assert first["new"] == 21 and first["stop_reason"] == "end" and first["gaps"] == 0
         assert all("rating:s" in e["tags"].split() for e in board.requests("page"))
 
-        board.add([make_post(i, rating="safe") for i in range(21, 28)])
+        board.add([make_post(i, rating="safe") for i in range(22, 29)])
         before = len(board.log)
         result, second = run_crawl(tmp_path, board, out_dir)
         assert result.returncode == 0, result.stderr[-3000:]
         run2 = board.log[before:]
-        assert sorted(e["post_id"] for e in run2 if e["kind"] == "image") == list(range(21, 28))
-        # Page 1 is 27..23, page 2 is 22..18: 22 and 21 are new, then 20, 19, 18 are known.
+        assert sorted(e["post_id"] for e in run2 if e["kind"] == "image") == list(range(22, 29))
+        # Page 1 is 28..24, page 2 is 23..19: 23 and 22 are new, then 21, 20, 19 are known.
         assert [e["cursor"] for e in run2 if e["kind"] == "page"] == ["1", "2"]
         assert second["new"] == 7 and second["skipped"]["known"] == 3 and second["stop_reason"] == "known"
 
         before = len(board.log)
         result, third = run_crawl(tmp_path, board, out_dir)
         assert third["new"] == 0 and third["stop_reason"] == "known"
-        assert [e["kind"] for e in board.log[before:]] == ["robots", "page"]
+        assert [e["kind"] for e in board.log[before:]] == ["robots", "page"]  # a clean refresh costs one page
     entries = check_manifest_integrity(out_dir)
-    assert sorted(e["post_id"] for e in entries) == list(range(1, 28))
+    assert sorted(e["post_id"] for e in entries) == list(range(1, 29))
 
 
 def test_filtered_posts_do_not_break_the_run_of_known_posts(tmp_path, out_dir):
     # 19, 18 and 17 are explicit (the board ignores the rating in the query): never stored.
     posts = [make_post(i, rating="explicit" if i in (17, 18, 19) else "safe") for i in range(1, 21)]
+    posts.append(make_post(0, rating="safe"))  # 21 posts: a short last page proves the end
     with MockBoard("moebooru", posts, honor_rating_query=False) as board:
         result, first = run_crawl(tmp_path, board, out_dir)
-        assert result.returncode == 0 and first["new"] == 17
+        assert result.returncode == 0 and first["new"] == 18 and first["gaps"] == 0
         before = len(board.log)
         result, second = run_crawl(tmp_path, board, out_dir)
         # Page 1 is 20..16, page 2 is 15..11. 20 known, 19-17 filtered, 16 and 15 known: three

@@ -4,6 +4,7 @@ posts checked against max_pixels / max_file_size before any download."""
 from __future__ import annotations
 
 import json
+import socket
 from itertools import pairwise
 
 from crawl_helpers import check_manifest_integrity, run_crawl, source
@@ -78,18 +79,39 @@ def test_declared_pixels_and_file_size_are_checked_before_download(tmp_path, out
 
 
 def test_a_run_stopped_by_max_posts_is_continued_below_its_known_posts(tmp_path, out_dir):
-    with MockBoard("moebooru", [make_post(i, rating="safe") for i in range(1, 21)]) as board:
+    # 21 posts, 5 a page: the short last page proves the listing's end.
+    with MockBoard("moebooru", [make_post(i, rating="safe") for i in range(1, 22)]) as board:
         result, first = run_crawl(tmp_path, board, out_dir, max_posts=6)
         assert first["new"] == 6 and first["stop_reason"] == "max_posts"
         state = json.loads((out_dir / "crawl_state.json").read_text())
         assert [entry["complete"] for entry in state.values()] == [False]
         # Growing the set: the next run walks past the 6 known posts (3 in a row would stop a
-        # refresh of a complete listing) down to the 14 it never reached.
+        # refresh of a complete listing) down to the 15 it never reached.
         result, second = run_crawl(tmp_path, board, out_dir, max_posts=100)
         assert result.returncode == 0, result.stderr[-3000:]
         assert second["early_stop_enabled"] is False and second["stop_reason"] == "end"
-        assert second["new"] == 14 and second["skipped"]["known"] == 6
+        assert second["new"] == 15 and second["skipped"]["known"] == 6
         # Now complete: a refresh stops at the known posts again.
         result, third = run_crawl(tmp_path, board, out_dir, max_posts=100)
         assert third["early_stop_enabled"] is True and third["stop_reason"] == "known"
-    assert sorted(e["post_id"] for e in check_manifest_integrity(out_dir)) == list(range(1, 21))
+    assert sorted(e["post_id"] for e in check_manifest_integrity(out_dir)) == list(range(1, 22))
+
+
+def test_an_unreachable_host_is_one_line_on_the_console_and_details_in_the_log(tmp_path, out_dir):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    with MockBoard("moebooru", [make_post(i, rating="safe") for i in range(1, 4)]) as board:
+        # Two listings on the dead host (one error line for both), and a board that works.
+        down = {"site": "gelbooru", "base_url": f"http://127.0.0.1:{dead}", "page_size": 5}
+        sources = [{**down, "tags": "1girl"}, {**down, "tags": "1girl smile"}, source(board, f"http://localhost:{board.port}")]
+        result, summary = run_crawl(tmp_path, sources, out_dir)
+    assert result.returncode == 1
+    assert [s["stop_reason"] for s in summary["sources"]] == ["listing_failed", "listing_failed", "end"]
+    assert summary["new"] == 3  # the board that answers is crawled all the same
+    errors = [line for line in result.stderr.splitlines() if f"127.0.0.1:{dead}" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"error: 127.0.0.1:{dead}:"), result.stderr
+    assert "Connection refused" in errors[0] and "crawl.log" in errors[0]
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) < 10, result.stderr
+    log = (out_dir / "crawl.log").read_text()
+    assert "Traceback" in log and f"127.0.0.1:{dead}/robots.txt" in log
