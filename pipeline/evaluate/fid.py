@@ -248,9 +248,19 @@ def all_distances(fake: np.ndarray, real_set: np.ndarray, real: FrechetReference
     except RankDeficient as exc:
         notes["fid"] = str(exc)
     fake_set = set_subset(fake, seed)
-    out["kid"], out["kid_std"], notes["kid_subset_size"] = kid(fake_set, real_set, subset_size=kid_subset_size,
-                                                               subsets=kid_subsets, seed=seed, scale=kid_feature_scale)
-    notes["kid_feature_scale"] = kid_feature_scale
-    out["precision"], out["recall"] = precision_recall(fake_set, real_set, k=pr_k)
+    smallest = min(len(fake_set), len(real_set))
+    out.update({"kid": None, "kid_std": None, "precision": None, "recall": None})
     notes["set_sizes"] = {"generated": len(fake_set), "real": len(real_set)}
+    # A tiny set (a few crawled faces) has no KID (unbiased MMD needs 2 per side) and no k-NN
+    # balls (they need k + 1 points): null with the reason, never an exception.
+    if smallest < 2:
+        notes["kid"] = f"only {smallest} images on one side: KID needs at least 2"
+    else:
+        out["kid"], out["kid_std"], notes["kid_subset_size"] = kid(
+            fake_set, real_set, subset_size=kid_subset_size, subsets=kid_subsets, seed=seed, scale=kid_feature_scale)
+    notes["kid_feature_scale"] = kid_feature_scale
+    if smallest <= pr_k:
+        notes["precision_recall"] = f"only {smallest} images on one side: k-NN balls with k = {pr_k} need {pr_k + 1}"
+    else:
+        out["precision"], out["recall"] = precision_recall(fake_set, real_set, k=pr_k)
     return out, notes

@@ -138,3 +138,19 @@ def test_precision_recall_extremes():
     real = correlated(200, 8, 14).astype(np.float32)
     assert precision_recall(real, real, k=3) == (1.0, 1.0)
     assert precision_recall(real + 1000, real, k=3) == (0.0, 0.0)
+
+
+def test_tiny_sets_give_null_set_metrics_with_reasons_not_an_exception():
+    """A few crawled faces (the smoke profile's anime set): KID needs 2 images a side, k-NN
+    balls k + 1; below that the numbers are null with the reason."""
+    from pipeline.evaluate.fid import FrechetReference, all_distances, feature_statistics
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(3, 4))
+    reference = FrechetReference(*feature_statistics(real), len(real))
+    args = dict(space="test", kid_subset_size=10, kid_subsets=5, pr_k=3, fid_draws=5, seed=0)
+    values, notes = all_distances(rng.normal(size=(3, 4)), real, reference, **args)
+    assert values["precision"] is None and values["recall"] is None and "k = 3" in notes["precision_recall"]
+    assert values["kid"] is not None
+    values, notes = all_distances(rng.normal(size=(1, 4)), real, reference, **args)
+    assert values["kid"] is None and "at least 2" in notes["kid"]
