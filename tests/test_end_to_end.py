@@ -44,8 +44,11 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
             assert 0 <= metrics[key] <= 1, (run, key)
         # The standard Inception at smoke counts (200 samples): KID, precision and recall, and no
         # FID (a 2048-d covariance from 200 images), with the reason in the protocol.
-        assert metrics["fid"] is None and math.isfinite(metrics["kid"]) and 0 <= metrics["precision"] <= 1, run
         protocol = json.loads((repo / "runs" / run / "eval" / "protocol.json").read_text())
+        assert metrics["fid"] is None and math.isfinite(metrics["kid"]), run
+        # The anime set is a handful of crawled faces: k-NN balls may not fit, said in the protocol.
+        assert (metrics["precision"] is not None and 0 <= metrics["precision"] <= 1) or \
+            "k = 3" in protocol["spaces"]["inception"]["precision_recall"], run
         assert "2048-d Inception" in protocol["notes"]["fid"]
         assert protocol["spaces"]["inception"]["weights"]["source_sha256"] == WHEEL_FILE_SHA256
     for run in ("gan-mnist", "dcgan-mnist"):
