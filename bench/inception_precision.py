@@ -1,6 +1,6 @@
 """Benchmark: does bf16 Inception change FID? fp32 vs bf16 on real MNIST, N vs N.
 
-    .venv/bin/python bench/inception_precision.py [--n 10000] [--device cpu] [--draws 10]
+    .venv/bin/python bench/inception_precision.py [--n 10000] [--device cpu] [--draws 10] [--compile auto]
 
 The images are those of the results' real-data floor under test10k: N test images as the
 reference and N disjoint train images as the "generated" side (the same selection and seeds as
@@ -41,8 +41,11 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="evaluate.seed (the selection of images)")
     parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--compile", default="auto", choices=["auto", "true", "false"],
+                        help="evaluate.inception_compile (same features, faster)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    compile = {"true": True, "false": False}.get(args.compile, args.compile)
     with tempfile.TemporaryDirectory() as tmp:
         dataset = read_dataset(ingest_mnist(MnistParams(source=str(SHARED / "data" / "mnist")), Path(tmp) / "mnist"))
         real = dataset_images(dataset, sorted_subset(dataset, "test", args.n, args.seed))
@@ -54,7 +57,8 @@ def main() -> None:
         identity = extractor_identity(source, antialias=False, precision=precision, device=device)
         started = time.perf_counter()
         features = [remembered_features(model, identity, images, batch_size=args.batch, device=device,
-                                        desc=f"{precision} {side}") for side, images in (("real", real), ("fake", fake))]
+                                        compile=compile, desc=f"{precision} {side}")
+                    for side, images in (("real", real), ("fake", fake))]
         reference = FrechetReference(*feature_statistics(features[0]), len(features[0]))
         value, spread = reference.with_spread(features[1], draws=args.draws, seed=args.seed)
         results[precision] = (value, spread)

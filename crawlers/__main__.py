@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     for source in summary["sources"]:
         if source["stop_reason"] == "robots":
             print(f"error: robots.txt forbids the API of {source['base_url']} (see the log above and "
-                  "README 'Crawling')", file=sys.stderr)
+                  "docs/crawling.md)", file=sys.stderr)
             status = 1
         elif source["stop_reason"] in ("listing_failed", "unknown"):
             failed.setdefault(urlparse(source["base_url"]).netloc, []).append(source)

@@ -13,7 +13,7 @@ from crawlers.params import AnimeCrawlParams
 BOT_NAME = "dcgan-pipeline"
 SPIDER_MODULES = ["crawlers.spiders"]
 
-# Politeness (README "Crawling"). DOWNLOAD_DELAY and the per-host concurrency come from
+# Politeness (docs/crawling.md). DOWNLOAD_DELAY and the per-host concurrency come from
 # anime.crawl.download_delay: 1 s and one request at a time per host by default. Scrapy keys
 # its download slots by host name, so each board (and each file host) has its own delay, and
 # sources on one host share theirs (crawlers/spiders/base.py runs them all in one crawler).

@@ -393,7 +393,7 @@ def comparison_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> 
             f"seed's luck): group vs group is Welch's t. A single run's seed spread is unknown, not zero: against a "
             f"group it is lent that group's seed spread (t with the group's n - 1 df); between two single runs the "
             f"seed spread pooled over the dataset's seed groups is borrowed, and where the dataset has none the "
-            f"verdict is *unknown* (add seeds, README Seeds), with the test against sampling noise alone shown for "
+            f"verdict is *unknown* (add seeds: docs/comparing.md, Seeds), with the test against sampling noise alone shown for "
             f"information. *yes* means beyond noise after Holm's correction over the {len(decided)} tests of this "
             f"table (family-wise error 5%).", *([""] + notes if notes else [])]
 

@@ -74,7 +74,7 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
     assert "runs/dcgan-mnist/dvclive/metrics.json:loss_g" in exp
     assert "runs/dcgan-mnist/metrics.json:fid_domain" in exp
 
-    # Comparing in the terminal (README "Report and comparing runs"): the workspace, a commit.
+    # Comparing in the terminal (docs/comparing.md): the workspace, a commit.
     git = lambda *args: subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)  # noqa: E731
     git("add", "-A")
     git("commit", "-q", "-m", "smoke results")

@@ -6,7 +6,7 @@ visitor may not see after applying the limit, so a page can come back short or e
 while older posts exist: a short page says nothing about the end. After an empty page the
 spider skips one id window and probes on. Only "b1" (nothing can lie below id 1) proves the
 end: any other empty window may be the board under load.
-Note: Danbooru's robots.txt disallows the JSON API, see README "Crawling".
+Note: Danbooru's robots.txt disallows the JSON API, see docs/crawling.md.
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ def write_no_evaluator(dataset_name: str, out_dir: Path | str) -> dict:
     The folder still exists, so every run's stages can depend on `data/evaluators/<dataset>`:
     a face run's evaluation then depends on this note, never on MNIST or the LeNet."""
     note = {"dataset": dataset_name, "classifier": None,
-            "why": "no offline feature extractor is meaningful for this dataset (README, Evaluation): "
+            "why": "no offline feature extractor is meaningful for this dataset (docs/evaluation.md): "
                    "fid_domain and the *_domain measures are null; fid/kid/precision/recall use Inception"}
     with staged_dir(out_dir) as tmp:
         write_json_atomic(tmp / NO_EVALUATOR_FILE, note)

@@ -43,7 +43,7 @@ from pipeline.evaluate.inception import extractor_identity, load_inception, reme
 
 INFO_FILE = "reference.json"
 # Datasets with a domain classifier (and so fid_domain, KID, precision/recall, mode coverage).
-# CelebA and anime have none: see README "Evaluation" for why fid_domain is null there.
+# CelebA and anime have none: see docs/evaluation.md for why fid_domain is null there.
 DOMAIN_DATASETS = ("mnist",)
 # The real split each protocol compares with, and the one its floor draws from.
 FLOOR_SPLIT = {"test": "train", "train": "test"}
@@ -146,11 +146,13 @@ def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path 
             model, source = load_inception(p.inception_weights, antialias=p.antialias, device=device)
             identity = extractor_identity(source, antialias=p.antialias, precision=p.inception_precision, device=device)
             real = _feature_set(remembered_features(model, identity, images, batch_size=p.batch_size, device=device,
+                                                    compile=p.inception_compile,
                                                     desc=f"inception {dataset_name}"), p.seed)
             _save(tmp / "inception.npz", real)
             info["inception"] = {"feature": "pool3_2048", "dim": int(real.mu.shape[0]), **identity}
             if floor_images is not None:
                 floor = remembered_features(model, identity, floor_images, batch_size=p.batch_size, device=device,
+                                            compile=p.inception_compile,
                                             desc=f"inception {dataset_name} (floor)")
                 info["floor"]["inception"] = _floor(floor, real, "Inception", params)
         write_json_atomic(tmp / INFO_FILE, info)

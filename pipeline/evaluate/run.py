@@ -226,6 +226,7 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
         identity = extractor_identity(source, antialias=p.antialias, precision=p.inception_precision, device=device)
         _check_extractor(reference, identity, spec["dataset"])
         features = remembered_features(model, identity, fakes, batch_size=p.batch_size, device=device,
+                                       compile=p.inception_compile,
                                        desc=f"inception {run_name}")
         del model
         values, notes = _distances(features, reference.inception, reference.inception.frechet(), "Inception", params)

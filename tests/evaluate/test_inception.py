@@ -7,8 +7,10 @@ tested through a file:// URL into a temporary torch hub cache: nothing is fetche
 
 from __future__ import annotations
 
+import logging
 import shutil
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import torch
 from PIL import Image
 
 from pipeline.datasets import sha256_file
-from pipeline.evaluate import feature_memo, inception_weights as weights
+from pipeline.evaluate import feature_memo, inception, inception_weights as weights
 from pipeline.evaluate.inception import (FEATURE_DIM, InceptionWeightsError, inception_features, load_inception,
                                          remembered_features)
 from pipeline.evaluate.inception_weights import DOWNLOAD_NAME, WHEEL_FILE_SHA256
@@ -293,3 +295,41 @@ def test_bf16_features_are_close_to_fp32(digits, plain):
     bf16 = inception_features(model, digits, batch_size=4, precision="bf16")
     assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)
     assert np.linalg.norm(bf16 - fp32) / np.linalg.norm(fp32) < 0.05
+
+
+def test_compiled_features_equal_eager_with_a_padded_last_batch(digits, plain):
+    """evaluate.inception_compile: torch.compile of the real network, 4 images in batches of 3, so
+    the last batch is padded to the compiled shape; the features are the uncompiled ones (the
+    same fp32 arithmetic, reordered), and the padding's rows never come out."""
+    model, _, eager = plain
+    compiled = inception_features(model, digits, batch_size=3, compile=True)
+    assert compiled.shape == eager.shape
+    assert np.abs(compiled - eager).max() < 1e-4 * np.abs(eager).max()
+
+
+def test_compile_auto_only_for_large_sets_and_falls_back(digits, plain, monkeypatch, caplog):
+    """`auto` compiles from COMPILE_MIN_IMAGES images on; where compilation fails (here: a compiler
+    that raises, as a machine without a C++ compiler does) it warns and runs uncompiled, while
+    `true` reports the failure."""
+    model, _, eager = plain
+    compiled = []
+
+    def broken_compile(module, **kwargs):
+        compiled.append(module)
+
+        def forward(x):
+            raise RuntimeError("no C++ compiler found")
+        return forward
+
+    monkeypatch.setattr(inception, "_COMPILED", weakref.WeakKeyDictionary())
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    assert np.array_equal(inception_features(model, digits, batch_size=3, compile="auto"), eager)
+    assert compiled == []  # 4 images: below the threshold, never compiled
+    monkeypatch.setattr(inception, "COMPILE_MIN_IMAGES", 4)
+    with caplog.at_level(logging.WARNING, logger=inception.__name__):
+        assert np.array_equal(inception_features(model, digits, batch_size=3, compile="auto"), eager)
+    assert compiled == [model] and "running it uncompiled" in caplog.text
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+        inception_features(model, digits, batch_size=3, compile=True)
+    with pytest.raises(ValueError, match="inception_compile"):
+        inception_features(model, digits, batch_size=3, compile="yes")
