@@ -54,7 +54,8 @@ def main() -> None:
     model, source = load_inception("auto", antialias=False, device=device)
     results = {}
     for precision in ("fp32", "bf16"):
-        identity = extractor_identity(source, antialias=False, precision=precision, device=device)
+        identity = extractor_identity(source, antialias=False, precision=precision, device=device,
+                                      compile=compile)
         started = time.perf_counter()
         features = [remembered_features(model, identity, images, batch_size=args.batch, device=device,
                                         compile=compile, desc=f"{precision} {side}")

@@ -204,9 +204,10 @@ class EvaluateParams(Strict):
     # fp32 is the standard protocol; bf16 autocast is faster on CPUs with AMX/avx512_bf16 and on
     # GPUs, and recorded beside every number (docs/evaluation.md: the measured difference).
     inception_precision: Literal["fp32", "bf16"] = "fp32"
-    # torch.compile the Inception: same fp32 features to ~2e-6, 1.5x faster on the CPU after
-    # ~45 s of compilation; auto = for sets of 2,000 images or more, uncompiled where compiling
-    # fails. Speed only, so not a DVC param: changing it re-runs nothing.
+    # torch.compile the Inception: the same fp32 features to ~2e-6, 1.5x faster on the CPU after
+    # ~45 s of compilation. auto = fp32 sets of 2,000 images or more, uncompiled where compiling
+    # fails; true also compiles bf16 (recorded in the extractor's identity: its rounding differs).
+    # The stages re-run when it changes, and find fp32 features in the feature memory.
     inception_compile: bool | Literal["auto"] = "auto"
     # False resizes like the original TF FID code, so `fid` compares with published numbers;
     # True is torch's antialiased resize (torchmetrics' default). Recorded next to the score.

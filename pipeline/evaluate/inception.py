@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import weakref
 
 import numpy as np
 import torch
@@ -31,15 +30,16 @@ from pipeline.evaluate.inception_weights import (InceptionWeightsError, WeightsS
 
 FEATURE_DIM = 2048
 PRECISIONS = ("fp32", "bf16")
-# `inception_compile: auto` compiles sets of at least this many images: on the 2-core CPU
+# `inception_compile: auto` compiles fp32 sets of at least this many images: on the 2-core CPU
 # compilation costs about 45 s and saves about 0.03 s per image in fp32 (bench/inception_speed.py),
 # so it pays from about 1,500 images on.
 COMPILE_MIN_IMAGES = 2000
+# The model's attribute holding its compiled twin (or itself, once compiling failed): one
+# compilation per model and process, shared by the reference and its floor. Kept in the
+# module's __dict__, not as a submodule, so state_dict and .to() never see it.
+_COMPILED_ATTR = "_dcgan_compiled"
 
 log = logging.getLogger(__name__)
-# One compiled graph per model and process: the reference and its floor, or a run's samples and
-# its curve, reuse the first compilation.
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 __all__ = ["FEATURE_DIM", "PRECISIONS", "InceptionWeightsError", "WeightsSource", "extractor_identity",
            "inception_features", "load_inception", "remembered_features"]
@@ -95,18 +95,25 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def _wants_compile(setting: bool | str, num_images: int) -> bool:
-    if setting not in (True, False, "auto"):
+def _check_compile(setting: bool | str) -> None:
+    if not (isinstance(setting, bool) or setting == "auto"):
         raise ValueError(f"evaluate.inception_compile must be true, false or auto, got {setting!r}")
-    return setting is True or (setting == "auto" and num_images >= COMPILE_MIN_IMAGES)
+
+
+def _wants_compile(setting: bool | str, precision: str, num_images: int) -> bool:
+    """`auto` compiles fp32 only: there compiled and uncompiled features agree to 2e-6, while
+    compiled bf16 rounds at other places than uncompiled bf16 (both about 2e-2 from fp32), so
+    compiling bf16 is asked for explicitly (`true`) and then recorded in the identity."""
+    _check_compile(setting)
+    return setting is True or (setting == "auto" and precision == "fp32" and num_images >= COMPILE_MIN_IMAGES)
 
 
 def _compiled(model: nn.Module) -> nn.Module:
-    if model not in _COMPILED:
-        # dynamic=False: every call has the one batch shape (the last batch is padded), so the
-        # graph is compiled once, for that shape, and never again.
-        _COMPILED[model] = torch.compile(model, dynamic=False)
-    return _COMPILED[model]
+    if _COMPILED_ATTR not in model.__dict__:
+        # dynamic=False: every call has the one batch shape and layout (the last batch is
+        # padded), so the graph is compiled once, for that shape, and never again.
+        model.__dict__[_COMPILED_ATTR] = torch.compile(model, dynamic=False)
+    return model.__dict__[_COMPILED_ATTR]
 
 
 def inception_features(model: nn.Module, images: torch.Tensor, *, batch_size: int,
@@ -123,38 +130,47 @@ def inception_features(model: nn.Module, images: torch.Tensor, *, batch_size: in
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected uint8 N x (1|3) x H x W images, got {images.dtype} {tuple(images.shape)}")
     device = torch.device(device)
-    forward = _compiled(model) if _wants_compile(compile, len(images)) else model
+    forward = _compiled(model) if _wants_compile(compile, precision, len(images)) else model
     out = []
     with torch.inference_mode(), _autocast(precision, device):
         for batch in tqdm(images.split(batch_size), desc=desc, unit="batch", leave=False):
+            count = len(batch)
+            if forward is not model:
+                # The compiled graph's guards check shape, strides and dispatch keys: every batch
+                # is made the same kind of tensor (an inference-mode copy, padded to the full
+                # size, tiled below), else the padded last batch would compile a second graph.
+                batch = torch.cat([batch, batch[-1:].expand(batch_size - count, -1, -1, -1)])
             if batch.shape[1] == 1:
                 batch = batch.expand(-1, 3, -1, -1)
-            count = len(batch)
-            if forward is not model and count < batch_size:
-                batch = torch.cat([batch, batch[-1:].expand(batch_size - count, -1, -1, -1)])
             try:
                 features = forward(batch.to(device))
-            except Exception as exc:  # noqa: BLE001 - any compiler failure; `true` re-raises it
+            except Exception as exc:  # noqa: BLE001 - whatever compiling raised; `true` re-raises it
                 if forward is model or compile is True:
                     raise
+                # A real error of the network itself raises again from the uncompiled run below.
                 log.warning("torch.compile of the Inception failed (%s: %s); running it uncompiled "
                             "(evaluate.inception_compile: false skips the attempt)",
                             type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
-                forward = model
+                forward = model.__dict__[_COMPILED_ATTR] = model  # never tried again in this process
                 features = forward(batch[:count].to(device))
             out.append(features[:count].float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, FEATURE_DIM), np.float32)
 
 
 def extractor_identity(source: WeightsSource, *, antialias: bool, precision: str,
-                       device: torch.device | str) -> dict:
+                       device: torch.device | str, compile: bool | str = False) -> dict:
     """Everything that makes the features what they are; recorded in protocol.json and the
     references, and the key of the feature memory. The device kind is in it because CUDA's
-    and the CPU's convolutions agree to about 1e-6, not bit for bit. torch.compile is not: it
-    reorders the same fp32 arithmetic (2e-6 relative, as channels-last does), so a compiled and
-    an uncompiled pass give the same features for every digit FID prints."""
-    return {**source.protocol(), "antialias": antialias, "precision": precision,
-            "device": torch.device(device).type, "dim": FEATURE_DIM}
+    and the CPU's convolutions agree to about 1e-6, not bit for bit. torch.compile is in it only
+    for bf16 (`inception_compile: true`): in fp32 it reorders the same arithmetic (2e-6
+    relative, as channels-last does), so compiled and uncompiled fp32 features are the same for
+    every digit FID prints, and `auto` never compiles bf16 (_wants_compile)."""
+    _check_compile(compile)
+    identity = {**source.protocol(), "antialias": antialias, "precision": precision,
+                "device": torch.device(device).type, "dim": FEATURE_DIM}
+    if precision != "fp32" and compile is True:
+        identity["compiled"] = True
+    return identity
 
 
 def remembered_features(model: nn.Module, identity: dict, images: torch.Tensor, *, batch_size: int,

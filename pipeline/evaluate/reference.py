@@ -144,7 +144,8 @@ def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path 
                 info["floor"]["domain"] = _floor(floor, real, "MNIST-classifier", params)
         if p.inception:
             model, source = load_inception(p.inception_weights, antialias=p.antialias, device=device)
-            identity = extractor_identity(source, antialias=p.antialias, precision=p.inception_precision, device=device)
+            identity = extractor_identity(source, antialias=p.antialias, precision=p.inception_precision,
+                                          device=device, compile=p.inception_compile)
             real = _feature_set(remembered_features(model, identity, images, batch_size=p.batch_size, device=device,
                                                     compile=p.inception_compile,
                                                     desc=f"inception {dataset_name}"), p.seed)

@@ -84,15 +84,15 @@ def _check_reference(reference, params: Params, spec: dict, classifier_path: Pat
 
 
 def _check_extractor(reference, identity: dict, dataset: str) -> None:
-    """The run's Inception must be the reference's: same weights, resize and precision. The device
-    kind may differ (a reference made on a GPU box serves a laptop): CUDA's and the CPU's
-    features agree to about 1e-6, far below any FID spread."""
+    """The run's Inception must be the reference's: same weights, resize and precision (and, in
+    bf16, compilation). The device kind may differ (a reference made on a GPU box serves a
+    laptop): CUDA's and the CPU's features agree to about 1e-6, far below any FID spread."""
     theirs = reference.info["inception"]
-    for key, value in identity.items():
-        if key != "device" and theirs.get(key) != value:
-            raise ReferenceError(f"{reference.path}: Inception {key} is {theirs.get(key)!r} there, {value!r} now "
-                                 f"(evaluate.inception_weights / antialias / inception_precision / device); "
-                                 f"rerun fid_reference@{dataset}")
+    for key in sorted({*identity, "compiled"} - {"device"}):
+        if theirs.get(key) != identity.get(key):
+            raise ReferenceError(f"{reference.path}: Inception {key} is {theirs.get(key)!r} there, "
+                                 f"{identity.get(key)!r} now (evaluate.inception_weights / antialias / "
+                                 f"inception_precision / inception_compile); rerun fid_reference@{dataset}")
 
 
 def _distances(features: np.ndarray, real: FeatureSet, frechet: FrechetReference, space: str,
@@ -223,7 +223,8 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
 
     if p.inception:
         model, source = load_inception(p.inception_weights, antialias=p.antialias, device=device)
-        identity = extractor_identity(source, antialias=p.antialias, precision=p.inception_precision, device=device)
+        identity = extractor_identity(source, antialias=p.antialias, precision=p.inception_precision,
+                                      device=device, compile=p.inception_compile)
         _check_extractor(reference, identity, spec["dataset"])
         features = remembered_features(model, identity, fakes, batch_size=p.batch_size, device=device,
                                        compile=p.inception_compile,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
-import weakref
 from pathlib import Path
 
 import numpy as np
@@ -297,21 +296,31 @@ def test_bf16_features_are_close_to_fp32(digits, plain):
     assert np.linalg.norm(bf16 - fp32) / np.linalg.norm(fp32) < 0.05
 
 
-def test_compiled_features_equal_eager_with_a_padded_last_batch(digits, plain):
-    """evaluate.inception_compile: torch.compile of the real network, 4 images in batches of 3, so
-    the last batch is padded to the compiled shape; the features are the uncompiled ones (the
-    same fp32 arithmetic, reordered), and the padding's rows never come out."""
+def test_compiled_features_equal_eager_with_a_padded_last_batch(digits, plain, monkeypatch):
+    """evaluate.inception_compile: torch.compile of the real network, 4 grayscale images in batches
+    of 3, so the last batch is padded to the compiled shape; compiled exactly once (a second
+    compilation, e.g. for the padded batch's other strides, raises here), and the features are
+    the uncompiled ones (the same fp32 arithmetic, reordered); the padding's rows never come out."""
     model, _, eager = plain
+    calls = []
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: calls.append(kwargs) or real_compile(*args, **kwargs))
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    monkeypatch.delitem(model.__dict__, inception._COMPILED_ATTR, raising=False)
+    assert digits.shape[1] == 1
     compiled = inception_features(model, digits, batch_size=3, compile=True)
+    assert calls == [{"dynamic": False}]
     assert compiled.shape == eager.shape
     assert np.abs(compiled - eager).max() < 1e-4 * np.abs(eager).max()
+    assert "_dcgan_compiled" not in model.state_dict() and not any("compiled" in n for n, _ in model.named_modules())
 
 
-def test_compile_auto_only_for_large_sets_and_falls_back(digits, plain, monkeypatch, caplog):
-    """`auto` compiles from COMPILE_MIN_IMAGES images on; where compilation fails (here: a compiler
-    that raises, as a machine without a C++ compiler does) it warns and runs uncompiled, while
-    `true` reports the failure."""
-    model, _, eager = plain
+def test_compile_auto_only_for_large_fp32_sets_and_falls_back(digits, plain, monkeypatch, caplog):
+    """`auto` compiles fp32 sets from COMPILE_MIN_IMAGES images on, never bf16 (compiled bf16
+    rounds elsewhere than uncompiled bf16, so it must be asked for and is then part of the
+    identity); where compilation fails (here: a compiler that raises, as on a machine without a
+    C++ compiler) it warns once and runs uncompiled, while `true` reports the failure."""
+    model, source, eager = plain
     compiled = []
 
     def broken_compile(module, **kwargs):
@@ -321,15 +330,25 @@ def test_compile_auto_only_for_large_sets_and_falls_back(digits, plain, monkeypa
             raise RuntimeError("no C++ compiler found")
         return forward
 
-    monkeypatch.setattr(inception, "_COMPILED", weakref.WeakKeyDictionary())
+    monkeypatch.delitem(model.__dict__, inception._COMPILED_ATTR, raising=False)
     monkeypatch.setattr(torch, "compile", broken_compile)
     assert np.array_equal(inception_features(model, digits, batch_size=3, compile="auto"), eager)
     assert compiled == []  # 4 images: below the threshold, never compiled
     monkeypatch.setattr(inception, "COMPILE_MIN_IMAGES", 4)
+    inception_features(model, digits, batch_size=3, compile="auto", precision="bf16")
+    assert compiled == []  # bf16: not under auto
     with caplog.at_level(logging.WARNING, logger=inception.__name__):
         assert np.array_equal(inception_features(model, digits, batch_size=3, compile="auto"), eager)
-    assert compiled == [model] and "running it uncompiled" in caplog.text
+        assert np.array_equal(inception_features(model, digits, batch_size=3, compile="auto"), eager)
+    assert compiled == [model] and caplog.text.count("running it uncompiled") == 1  # not retried
+    monkeypatch.delitem(model.__dict__, inception._COMPILED_ATTR)
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
         inception_features(model, digits, batch_size=3, compile=True)
-    with pytest.raises(ValueError, match="inception_compile"):
-        inception_features(model, digits, batch_size=3, compile="yes")
+    for wrong in ("yes", 1):
+        with pytest.raises(ValueError, match="inception_compile"):
+            inception_features(model, digits, batch_size=3, compile=wrong)
+    identity = inception.extractor_identity
+    assert identity(source, antialias=False, precision="fp32", device="cpu", compile=True) == \
+        identity(source, antialias=False, precision="fp32", device="cpu", compile=False)
+    assert identity(source, antialias=False, precision="bf16", device="cpu", compile=True)["compiled"] is True
+    assert "compiled" not in identity(source, antialias=False, precision="bf16", device="cpu", compile="auto")
