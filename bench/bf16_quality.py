@@ -76,13 +76,12 @@ INCEPTION = dict(precision="bf16", compile=True)  # one extractor for both arms 
 
 def prepare(work: Path, params) -> tuple[Path, Path]:
     """(dataset folder, classifier file): real MNIST ingested and the LeNet trained, once."""
-    dataset = work / "datasets" / "mnist"
-    if not (dataset / "meta.json").is_file():
-        source = SHARED / "data" / "mnist"
-        print(f"ingesting MNIST from {source}", flush=True)
-        ingest_mnist(MnistParams(source=str(source) if source.is_dir() else params.mnist.source), dataset)
-    classifier = work / "classifier"
-    with locked(work / "classifier.lock"):
+    dataset, classifier = work / "datasets" / "mnist", work / "classifier"
+    with locked(work / "prepare.lock"):  # one shard prepares, the other waits and reuses
+        if not (dataset / "meta.json").is_file():
+            source = SHARED / "data" / "mnist"
+            print(f"ingesting MNIST from {source}", flush=True)
+            ingest_mnist(MnistParams(source=str(source) if source.is_dir() else params.mnist.source), dataset)
         if not (classifier / "classifier.pt").is_file():
             print("training the MNIST classifier (evaluate.classifier_* params)", flush=True)
             train_mnist_classifier(dataset, classifier, params)

@@ -9,6 +9,11 @@ discriminator updates on fresh real and generated minibatches, then one generato
 Everything a run needs to resume lives in `checkpoint.pt`, written atomically after every
 epoch. Randomness is seeded per epoch from (seed, epoch), so a run resumed after a kill
 draws exactly the batches and noise the uninterrupted run would have.
+
+How the run was trained (device, the precision and memory format `auto` resolved to, versions,
+speed) goes to `train.json` after every epoch (pipeline/train_record.py). A resume under other
+resolved settings (say a CPU run continued on a GPU: fp32 -> bf16) continues, says so in one
+line, and records both stretches; the report marks such a run as mixed.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from tqdm import tqdm
 from pipeline.atomic import write_bytes_atomic
 from pipeline.config import DATASETS_DIR, RUNS_DIR, Params, RunParams
 from pipeline.datasets import read_dataset, write_json_atomic
-from pipeline.device import resolve_device
+from pipeline.device import cpu_has_fast_bf16, resolve_device
 from pipeline.distributed import World, agree, all_sum, close_world, from_main, init_world, use_global_batchnorm
 from pipeline.models import SNAPSHOTS_DIR, SPEC_FILE, build_models, snapshot_path
+from pipeline.train_record import RECORD_FILE, TrainRecord
 
 SAMPLE_GRID = 64  # fixed-noise samples per grid, 8 x 8
 # Params whose change invalidates a checkpoint. `epochs` and `sample_every` are left out on
@@ -140,7 +146,7 @@ def start_fresh(paths: RunPaths) -> None:
     """Clear what an earlier, different run left (outputs persist between DVC runs)."""
     for child in (paths.samples, paths.live, paths.snapshots):
         shutil.rmtree(child, ignore_errors=True)
-    for name in ("checkpoint.pt", "generator.pt", "discriminator.pt", SPEC_FILE):
+    for name in ("checkpoint.pt", "generator.pt", "discriminator.pt", SPEC_FILE, RECORD_FILE):
         (paths.root / name).unlink(missing_ok=True)
 
 
@@ -163,15 +169,22 @@ class Speed:
 
     @classmethod
     def resolve(cls, run: RunParams, device: torch.device) -> "Speed":
-        cuda = device.type == "cuda"
-        if run.precision == "bf16" or (run.precision == "auto" and cuda and torch.cuda.is_bf16_supported()):
-            amp = torch.bfloat16
-        else:
-            amp = None
-        channels_last = cuda if run.channels_last == "auto" else run.channels_last
+        cuda, cpu = device.type == "cuda", device.type == "cpu"
+        # bf16 autocast where the hardware does bf16 natively: CUDA GPUs that support it, and CPUs
+        # with AMX or AVX512-BF16, where bench/bf16_quality.py found generators as good as fp32's
+        # over 5 seeds and train_speed 2-2.5x as fast (docs/speed.md). Elsewhere bf16 is emulated,
+        # many times slower than fp32, so `auto` is fp32 there.
+        fast_bf16 = torch.cuda.is_bf16_supported() if cuda else cpu and cpu_has_fast_bf16()
+        amp = torch.bfloat16 if run.precision == "bf16" or (run.precision == "auto" and fast_bf16) else None
+        # channels_last pays on CUDA, and on the CPU only together with bf16 (oneDNN's AMX kernels).
+        channels_last = (cuda or (cpu and amp is not None)) if run.channels_last == "auto" else run.channels_last
         # Fused Adam (one kernel for all parameters) is faster on CUDA and on the CPU alike.
         fused = device.type in ("cuda", "cpu") if run.fused_adam == "auto" else run.fused_adam
         return cls(amp, channels_last, fused)
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.amp_dtype == torch.bfloat16 else "fp32"
 
 
 class GANStep:
@@ -312,6 +325,12 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
         start_epoch = state["epoch"]
         if world.is_main:
             print(f"{run_name}: resuming after epoch {start_epoch} of {run.epochs}")
+    # Rank 0 keeps the record; a checkpoint from before records existed starts one marked so.
+    record = TrainRecord.resume(run_name, state and state.get("record"), start_epoch)
+    change = record.start_stretch(start_epoch, device, speed, run, world)
+    if change and world.is_main:
+        print(f"{run_name}: resuming under other settings than its first {start_epoch} epoch(s) were trained with: {change}; "
+              f"continuing, and {RECORD_FILE} records both (docs/speed.md, 'Resuming elsewhere')")
 
     live = None
     if world.is_main:
@@ -361,6 +380,7 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
                 for name, value in zip(("loss_d", "loss_g", "d_real", "d_fake"), means):
                     live.log_metric(name, value)
                 live.log_metric("images_per_s", n_images / seconds)
+                record.add_epoch(done, seconds, n_images / seconds)
                 progress.set_postfix(epoch=done, loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}")
                 if snapshot_due(done, run.epochs, run.snapshot_every):
                     save_atomic(G.state_dict(), snapshot_path(paths.root, done))
@@ -370,7 +390,10 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
                         save_grid(G(fixed_noise).float().cpu(), paths.samples / f"epoch_{done:04d}.png")
                 save_atomic({"key": key, "epoch": done, "generator": G.state_dict(),
                              "discriminator": D.state_dict(), "opt_g": step.opt_g.state_dict(),
-                             "opt_d": step.opt_d.state_dict()}, paths.checkpoint)
+                             "opt_d": step.opt_d.state_dict(), "record": record.data}, paths.checkpoint)
+                # After the checkpoint: a kill between the two leaves a record one epoch behind,
+                # which the resumed run rewrites from the checkpoint's copy.
+                record.write(paths.root)
                 live.next_step()
     finally:
         progress.close()
@@ -384,6 +407,7 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
         # (sample_every) or snapshot (snapshot_every).
         save_atomic(G.state_dict(), paths.root / "generator.pt")
         save_atomic(D.state_dict(), paths.root / "discriminator.pt")
+        record.write(paths.root)
         last = paths.samples / f"epoch_{run.epochs:04d}.png"
         if not last.is_file():
             G.eval()
