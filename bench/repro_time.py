@@ -58,10 +58,10 @@ def stand_in_dataset(out: Path, count: int, size: int, channels: int) -> None:
 
 
 def timed_training(name: str, params, epochs: int, images: int, device: torch.device, work: Path,
-                   datasets: Path) -> tuple[float, float]:
+                   datasets: Path) -> tuple[float, float, dict]:
     """(wall seconds of the whole call, median seconds of the training steps of one epoch
-    after the first) of a training on the first `images` train images, the latter from the
-    images/s the loop logs per epoch."""
+    after the first, the run's train.json) of a training on the first `images` train images,
+    the steps' time from the images/s the loop logs per epoch."""
     run = params.runs[name].model_copy(update={"epochs": epochs, "max_images": images, "device": str(device)})
     short = params.model_copy(update={"runs": {name: run}})
     runs_dir = work / "runs"
@@ -70,7 +70,8 @@ def timed_training(name: str, params, epochs: int, images: int, device: torch.de
     run_dir = train(name, short, runs_dir=runs_dir, datasets_dir=datasets)
     wall = time.perf_counter() - start
     rates = read_curves(run_dir / "dvclive")["images_per_s"][1][1:] or [float("nan")]
-    return wall, float(np.median([images / rate for rate in rates]))
+    record = json.loads((run_dir / "train.json").read_text())
+    return wall, float(np.median([images / rate for rate in rates])), record
 
 
 def hms(seconds: float) -> str:
@@ -128,9 +129,9 @@ def main() -> None:
             # The first call pays what only a process's first training pays (lazy
             # initialisation, cuDNN's first kernels): it belongs to the fixed cost, not to the
             # per-epoch difference.
-            w0, _ = timed_training(name, params, e1, run_cap, device, work, datasets)
-            w1, _ = timed_training(name, params, e1, run_cap, device, work, datasets)
-            w2, steps = timed_training(name, params, e2, run_cap, device, work, datasets)
+            w0, _, _ = timed_training(name, params, e1, run_cap, device, work, datasets)
+            w1, _, _ = timed_training(name, params, e1, run_cap, device, work, datasets)
+            w2, steps, record = timed_training(name, params, e2, run_cap, device, work, datasets)
             per_epoch = (w2 - w1) / (e2 - e1)
             # Differences of timings can undershoot a cost that is near zero; none is negative.
             fixed = max(0.0, w0 - e1 * per_epoch)
@@ -141,11 +142,13 @@ def main() -> None:
             estimate = fixed + run.epochs * per_epoch_full
             row = {"run": name, "train_images": full, "timed_images": used, "epochs": run.epochs,
                    "per_epoch_s": per_epoch_full, "steps_images_per_s": used // per_update * per_update / steps,
-                   "epoch_overhead_s": overhead, "fixed_s": fixed, "estimate_s": estimate}
+                   "epoch_overhead_s": overhead, "fixed_s": fixed, "estimate_s": estimate,
+                   "trained_with": {k: record[k] for k in ("device", "precision", "memory_format")}}
             rows.append(row)
             print(f"{name:>14}: {run.epochs} epochs x {full:,} images: {per_epoch_full:8.1f} s/epoch "
                   f"(steps {row['steps_images_per_s']:,.0f} img/s + {row['epoch_overhead_s']:.1f} s), fixed "
-                  f"{fixed:5.1f} s  ->  {hms(estimate)} (h:mm:ss)", flush=True)
+                  f"{fixed:5.1f} s  ->  {hms(estimate)} (h:mm:ss)  [{record['device']}, {record['precision']}, "
+                  f"{record['memory_format']}]", flush=True)
     print(f"{'all':>14}: {hms(sum(r['estimate_s'] for r in rows))} (h:mm:ss), training only")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

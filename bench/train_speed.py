@@ -18,7 +18,7 @@ Prints one line per model and the ratio ours/reference; `--compile` adds our loo
 `compile: true` (torch.compile), to see whether that param should default on for a device.
 Not a test: run it by hand,
 
-    .venv/bin/python bench/train_speed.py [--device auto] [--steps 30] [--repeats 3] [--compile]
+    .venv/bin/python bench/train_speed.py [--device auto] [--steps 30] [--repeats 3] [--precision fp32] [--compile]
 """
 
 from __future__ import annotations
@@ -118,6 +118,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8192, help="synthetic uint8 images per shape")
     parser.add_argument("--shapes", nargs="+", choices=[shape[0] for shape in SHAPES],
                         default=[shape[0] for shape in SHAPES], help="default: all four")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="our loop's runs.<run>.precision; fp32 also sets channels_last: false (the CPU "
+                             "default before bf16 on AMX), for a before/after on one machine")
     parser.add_argument("--compile", action="store_true",
                         help="also time our loop with `compile: true` (one trial; compiling is warm-up)")
     args = parser.parse_args()
@@ -132,7 +135,11 @@ def main() -> None:
         if name not in args.shapes:
             continue
         widths = {k: getattr(runs[name], k) for k in ("ngf", "ndf")} if name in runs else {}
-        run = RunParams(model=model, dataset="mnist", batch_size=args.batch_size, device=args.device, **widths)
+        forced = {} if args.precision == "auto" else {"precision": args.precision}
+        if args.precision == "fp32":
+            forced["channels_last"] = False
+        run = RunParams(model=model, dataset="mnist", batch_size=args.batch_size, device=args.device, **widths,
+                        **forced)
         images = torch.randint(0, 256, (args.images, size, size, channels), dtype=torch.uint8,
                                generator=torch.Generator().manual_seed(0))
         ours, ref = 0.0, 0.0

@@ -65,6 +65,9 @@ CURVES = [("loss_d", "D loss"), ("loss_g", "G loss"), ("d_real", "D(x) real"), (
 EVAL_CURVES = [("fid_domain", "FID (domain) over training (evaluate, G snapshots)"),
                ("mode_coverage", "digit classes covered over training")]
 SEED_SUFFIX = re.compile(r"[-_.]?(s|seed)\d+$")
+TRAINED_ON_NOTE = ("*trained on*: the device kind and the precision `auto` resolved to (runs/<run>/train.json, which "
+                   "also names the CPU or GPU, memory format, versions and speed); *mixed* when a run was resumed "
+                   "under other settings, *?* when it has no record.")
 
 
 def read_curves(live_dir: Path) -> dict[str, tuple[list[float], list[float]]]:
@@ -123,6 +126,29 @@ class RunView:
     eval_curves: dict = field(default_factory=dict)
     folder: Path | None = None
     source: str = "workspace"  # or the git revision / DVC experiment it was read from
+    record: dict = field(default_factory=dict)  # runs/<run>/train.json: how it was trained
+
+
+def trained_label(run: RunView) -> str:
+    """'cpu bf16', 'cuda fp32', 'mixed (cpu fp32, cuda bf16)', or '?' for a run without train.json
+    (trained before it was written, or not yet)."""
+    record = run.record
+    if not record:
+        return "?"
+    stretches = record.get("stretches") or []
+    labels = list(dict.fromkeys(
+        "?" if s.get("unrecorded") else f"{(s.get('device') or {}).get('kind', '?')} {s.get('precision', '?')}"
+        for s in stretches))
+    if len(labels) == 1 and not record.get("mixed"):
+        return labels[0]
+    return f"mixed ({', '.join(labels)})" if labels else "?"
+
+
+def units_label(runs: list[RunView]) -> str:
+    """The label of runs trained alike, else 'mixes <labels>' (a group or a comparison that mixes
+    devices or precisions compares them too)."""
+    labels = sorted({trained_label(r) for r in runs})
+    return labels[0] if len(labels) == 1 else "mixes " + " / ".join(labels)
 
 
 def collect_runs(params: Params, runs_dir: Path | str) -> dict[str, RunView]:
@@ -136,7 +162,8 @@ def collect_runs(params: Params, runs_dir: Path | str) -> dict[str, RunView]:
                             trained=(folder / "generator.pt").is_file(),
                             live=_read_json(folder / "dvclive" / "metrics.json") or {},
                             curves=read_curves(folder / "dvclive"),
-                            eval_curves=read_eval_curve(folder / "curve.tsv"), folder=folder)
+                            eval_curves=read_eval_curve(folder / "curve.tsv"), folder=folder,
+                            record=_read_json(folder / "train.json") or {})
     return out
 
 
@@ -225,10 +252,11 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
         else:
             cells = [cell(run.metrics.get(k), run.metrics.get(s) if s else None, f) for k, s, _, f in quality]
         losses = [cell(run.live.get(k), fmt=".3f") for k in ("loss_g", "loss_d")]
-        rows.append([name, p.model, p.dataset, str(p.epochs), str(p.seed), *cells, *losses])
+        rows.append([name, p.model, p.dataset, str(p.epochs), str(p.seed), trained_label(run), *cells, *losses])
     rows += _floor_rows(runs, quality)
-    lines += _table(["run", "model", "dataset", "epochs", "seed", *(c[2] for c in quality), "G loss", "D loss"], rows)
-    lines += ["", _protocol_line(runs), *_null_notes(runs)]
+    lines += _table(["run", "model", "dataset", "epochs", "seed", "trained on", *(c[2] for c in quality), "G loss",
+                     "D loss"], rows)
+    lines += ["", _protocol_line(runs), TRAINED_ON_NOTE, *_null_notes(runs)]
 
     lines += ["", "## Linear probe on the frozen discriminator", ""]
     rows = []
@@ -263,8 +291,8 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
                     cells.append(cell(mean.value, mean.se, ".3f" if fmt == "d" else fmt))
                 else:
                     cells.append("–")
-            rows.append([group, ", ".join(names), *cells])
-        lines += _table(["group", "runs", *(c[2] for c in columns)], rows)
+            rows.append([group, ", ".join(names), units_label([runs[n] for n in names]), *cells])
+        lines += _table(["group", "runs", "trained on", *(c[2] for c in columns)], rows)
 
     lines += ["", "## Which differences are beyond noise", ""]
     lines += comparison_lines(runs, groups)
@@ -385,7 +413,9 @@ def comparison_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> 
         a, b, metric, lower_better, ea, eb, test = entry
         better = a if (test.diff < 0) == lower_better else b
         noise = "–" if test.noise is None else f"{test.diff:+.4g} (noise sd {test.noise:.2g})"
-        rows.append([f"{a} vs {b}", metric, f"{ea.value:.4g} vs {eb.value:.4g}", noise, test.basis,
+        mixes = units_label(units[a][1] + units[b][1])
+        basis = test.basis + (f"; **{mixes}**" if mixes.startswith("mixes") else "")
+        rows.append([f"{a} vs {b}", metric, f"{ea.value:.4g} vs {eb.value:.4g}", noise, basis,
                      "–" if test.p is None else f"{test.p:.2g}", _verdict(test, reject.get(id(entry)), better)])
     return [*_table(["pair", "metric", "values", "difference", "noise", "p", "beyond noise?"], rows), "",
             f"Each difference is tested against the noise named beside it, two-sided. A seed group's number is its "
@@ -395,7 +425,9 @@ def comparison_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> 
             f"seed spread pooled over the dataset's seed groups is borrowed, and where the dataset has none the "
             f"verdict is *unknown* (add seeds: docs/comparing.md, Seeds), with the test against sampling noise alone shown for "
             f"information. *yes* means beyond noise after Holm's correction over the {len(decided)} tests of this "
-            f"table (family-wise error 5%).", *([""] + notes if notes else [])]
+            f"table (family-wise error 5%). Where the noise column says *mixes*, the runs compared (or a group's "
+            f"seeds) were trained on other devices or precisions (train.json), so the difference holds that too.",
+            *([""] + notes if notes else [])]
 
 
 def control_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> list[str]:
@@ -525,9 +557,11 @@ def collect_runs_at(rev: str, repo: Path | str) -> dict[str, RunView]:
     out = {}
     for name, run in params.runs.items():
         metrics, live = show(f"runs/{name}/metrics.json"), show(f"runs/{name}/dvclive/metrics.json")
+        record = show(f"runs/{name}/train.json")  # cache: false, so git holds it like the metrics
         out[f"{name}@{rev}"] = RunView(name=f"{name}@{rev}", params=run, source=rev,
                                        metrics=json.loads(metrics) if metrics else None,
-                                       trained=live is not None, live=json.loads(live) if live else {})
+                                       trained=live is not None, live=json.loads(live) if live else {},
+                                       record=json.loads(record) if record else {})
     return out
 
 

@@ -16,8 +16,8 @@ from scipy import stats
 
 from pipeline.comparisons import Estimate, compare, holm, pooled_spread, seed_estimate
 from pipeline.config import RunParams
-from pipeline.report import RunView, build_report, collect_runs, comparison_lines, control_lines, read_curves, \
-    seed_groups
+from pipeline.report import RunView, build_report, collect_runs, comparison_lines, control_lines, metric_tables, \
+    read_curves, seed_groups, trained_label
 
 MNIST = {"dataset": "mnist", "epochs": 3}
 RUNS = {
@@ -227,3 +227,32 @@ def test_curves_are_read_from_dvclive_tsv(tmp_path):
     fake_run(tmp_path / "run", None, seed=2)
     curves = read_curves(tmp_path / "run" / "dvclive")
     assert curves["loss_g"] == ([0.0, 1.0, 2.0], [4.0, 5.0, 6.0])
+
+
+def record(*stretches: tuple[str, str]) -> dict:
+    """A train.json with one stretch per (device kind, precision)."""
+    out = [{"device": {"kind": kind, "name": kind.upper()}, "precision": precision} for kind, precision in stretches]
+    return {"stretches": out, "mixed": len(set(stretches)) > 1}
+
+
+def test_device_and_precision_are_shown_and_a_group_or_verdict_that_mixes_them_says_so():
+    runs = {f"dcgan-mnist-s{i}": view(f"dcgan-mnist-s{i}", i, metrics(v, 0.95)) for i, v in enumerate([200, 210, 205])}
+    runs["gan-mnist"] = view("gan-mnist", 0, metrics(900, 0.9), model="gan")
+    for i, precision in enumerate(["fp32", "fp32", "bf16"]):
+        runs[f"dcgan-mnist-s{i}"].record = record(("cpu", precision))
+    runs["gan-mnist"].record = record(("cpu", "fp32"), ("cuda", "bf16"))  # resumed on a GPU
+    assert trained_label(runs["dcgan-mnist-s0"]) == "cpu fp32"
+    assert trained_label(runs["gan-mnist"]) == "mixed (cpu fp32, cuda bf16)"
+    assert trained_label(view("old", 0, None)) == "?"  # no train.json
+    text = "\n".join(metric_tables(runs))
+    quality = table(text, "Sample quality")
+    assert "| cpu bf16 |" in next(r for r in quality if r.startswith("| dcgan-mnist-s2"))
+    assert "| mixed (cpu fp32, cuda bf16) |" in next(r for r in quality if r.startswith("| gan-mnist"))
+    group = next(r for r in table(text, "Over seeds") if r.startswith("| dcgan-mnist (3 seeds)"))
+    assert "| mixes cpu bf16 / cpu fp32 |" in group
+    fid = row(verdict_rows(runs), "fid_domain")
+    assert "**mixes cpu bf16 / cpu fp32 / mixed (cpu fp32, cuda bf16)**" in fid
+    # Runs trained alike: no warning.
+    runs["dcgan-mnist-s2"].record = record(("cpu", "fp32"))
+    runs["gan-mnist"].record = record(("cpu", "fp32"))
+    assert "mixes" not in row(verdict_rows(runs), "fid_domain")
