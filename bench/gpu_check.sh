@@ -3,7 +3,8 @@
 # yet run on one; each step has a time limit, 9.5 minutes in all):
 #   1. the test suite's GPU-marked tests (bf16 vs fp32 vs CPU numerics, the auto settings);
 #   2. bench/train_speed.py for the four default model shapes (ours vs the reference loop);
-#   3. a short dcgan-mnist run on the GPU next to the same run on the CPU: losses per epoch;
+#   3. a short dcgan-mnist run on the GPU next to the same run on the CPU: losses per epoch, and
+#      each run's train.json record (GPU name, the precision and layout `auto` chose, versions, img/s);
 #   4. bench/repro_time.py: the training time of each default run on this GPU;
 #   5. last, as it may be slow to compile: whether `compile: true` (torch.compile) speeds a step up.
 # Run from the repository root, after `make setup`, or on a bare machine with python3 and

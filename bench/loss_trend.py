@@ -1,6 +1,8 @@
 """The same short dcgan-mnist run on the GPU (auto speed settings) and on the CPU (fp32):
-per-epoch losses side by side, and the wall time of each; exits 1 when a GPU loss is further
-than 25% from the CPU one (tests/test_gpu.py's bound). Not a test; bench/gpu_check.sh runs it.
+per-epoch losses side by side, the wall time of each, and how each was trained (its
+train.json: device, the precision and memory format `auto` resolved to, images/s); exits 1 when
+a GPU loss is further than 25% from the CPU one (tests/test_gpu.py's bound). Not a test;
+bench/gpu_check.sh runs it.
 
     .venv/bin/python bench/loss_trend.py [--mnist $SHARED_DIR/data/mnist] [--epochs 3] [--images 10000]
 """
@@ -8,6 +10,7 @@ than 25% from the CPU one (tests/test_gpu.py's bound). Not a test; bench/gpu_che
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -37,14 +40,21 @@ def main() -> None:
     devices = ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
     results = {}
     for device in devices:
+        # The CPU side is the fp32 baseline even where `auto` picks bf16 (a CPU with AMX).
         run = {"model": "dcgan", "dataset": "mnist", "epochs": args.epochs, "batch_size": 128,
-               "device": device, "sample_every": args.epochs}
+               "device": device, "sample_every": args.epochs, "precision": "auto" if device == "cuda" else "fp32"}
         shutil.rmtree(args.out / device, ignore_errors=True)  # a fresh run: never resume an earlier one
         start = time.perf_counter()
         run_dir = train("trend", Params.model_validate({"runs": {"trend": run}}),
                         runs_dir=args.out / device, datasets_dir=datasets)
         curves = read_curves(run_dir / "dvclive")
         results[device] = (time.perf_counter() - start, curves["loss_d"][1], curves["loss_g"][1])
+        record = json.loads((run_dir / "train.json").read_text())
+        stretch = record["stretches"][-1]
+        print(f"{device:>5} trained with: {json.dumps(stretch['device'])}, precision {record['precision']}, "
+              f"{record['memory_format']}, fused Adam {stretch['fused_adam']}, compile {stretch['compile']}, "
+              f"torch {stretch['torch']}, CUDA {stretch['cuda']}; {record['images_per_s']:,.0f} img/s, "
+              f"{record['seconds_per_epoch']:.1f} s/epoch", flush=True)
     for device, (seconds, loss_d, loss_g) in results.items():
         print(f"{device:>5}: {seconds:7.1f} s  loss_d {' '.join(f'{v:.3f}' for v in loss_d)}"
               f"  loss_g {' '.join(f'{v:.3f}' for v in loss_g)}")

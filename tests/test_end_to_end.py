@@ -83,6 +83,10 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
     workspace = python("-m", "pipeline", "compare")
     committed = python("-m", "pipeline", "compare", "HEAD")
     row = next(line for line in committed.splitlines() if line.startswith("| dcgan-mnist@HEAD"))
+    # How the run was trained travels with the commit (train.json, cache: false) and shows per run.
+    record = json.loads((repo / "runs" / "dcgan-mnist" / "train.json").read_text())
+    assert record["stretches"][0]["device"]["kind"] == "cpu" and record["epochs"]
+    assert f"| cpu {record['precision']} |" in row
     metrics = json.loads((repo / "runs" / "dcgan-mnist" / "metrics.json").read_text())
     assert f"{metrics['fid_domain']:.2f} ± {metrics['fid_domain_std']:.2f}" in row
     assert f"{metrics['fid_domain']:.2f} ± {metrics['fid_domain_std']:.2f}" in workspace
