@@ -68,16 +68,19 @@ def differences(old: dict, new: dict) -> str:
 class TrainRecord:
     def __init__(self, data: dict):
         self.data = data
+        self.pending: dict | None = None  # the stretch opened by start_stretch, kept once it trains an epoch
 
     @classmethod
     def resume(cls, run_name: str, saved: dict | None, start_epoch: int) -> "TrainRecord":
         """The record of a checkpoint (cut to its epoch), a new one, or for a checkpoint made
         before records existed one whose first stretch says it is unknown."""
         if saved:
-            data = {**saved, "epochs": [e for e in saved.get("epochs", []) if e["epoch"] <= start_epoch]}
-            return cls(data)
-        stretches = [{"epochs": [1, start_epoch], "unrecorded": True}] if start_epoch else []
-        return cls({"run": run_name, "stretches": stretches, "epochs": []})
+            record = cls({**saved, "epochs": [e for e in saved.get("epochs", []) if e["epoch"] <= start_epoch]})
+        else:
+            stretches = [{"epochs": [1, start_epoch], "unrecorded": True}] if start_epoch else []
+            record = cls({"run": run_name, "stretches": stretches, "epochs": []})
+        record._summarise()
+        return record
 
     def start_stretch(self, start_epoch: int, device: torch.device, speed, run, world) -> str:
         """Open the stretch that starts after `start_epoch`; returns what changed against the
@@ -86,12 +89,16 @@ class TrainRecord:
         stretches = self.data["stretches"]
         last = next((s for s in reversed(stretches) if not s.get("unrecorded")), None)
         change = differences(last, setup) if last else ""
-        stretches.append({"epochs": [start_epoch + 1, None], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                          **setup})
-        self._summarise()
+        # Recorded from its first epoch on: a start with nothing left to train (a finished run
+        # given the same or fewer epochs) adds no empty stretch.
+        self.pending = {"epochs": [start_epoch + 1, None], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        **setup}
         return change
 
     def add_epoch(self, epoch: int, seconds: float, images_per_s: float) -> None:
+        if self.pending is not None:
+            self.data["stretches"].append(self.pending)
+            self.pending = None
         self.data["epochs"].append({"epoch": epoch, "seconds": round(seconds, 3),
                                     "images_per_s": round(images_per_s, 1)})
         self.data["stretches"][-1]["epochs"][1] = epoch

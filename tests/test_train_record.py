@@ -102,3 +102,11 @@ def test_a_checkpoint_from_before_records_existed_is_marked_unknown(tmp_path, mn
     torch.save(state, checkpoint)
     record = json.loads((run_tiny(tmp_path, mnist_small, params=make_params(epochs=2)) / "train.json").read_text())
     assert record["stretches"][0] == {"epochs": [1, 1], "unrecorded": True} and record["mixed"]
+
+
+def test_a_start_with_nothing_left_to_train_adds_no_stretch(tmp_path, mnist_small, monkeypatch):
+    run_dir = run_tiny(tmp_path, mnist_small, params=make_params(epochs=2))
+    before = json.loads((run_dir / "train.json").read_text())
+    monkeypatch.setattr(train_module, "cpu_has_fast_bf16", lambda: not cpu_has_fast_bf16())
+    run_tiny(tmp_path, mnist_small, params=make_params(epochs=2))  # a finished run started again
+    assert json.loads((run_dir / "train.json").read_text()) == before
