@@ -18,8 +18,8 @@ MNIST train split with the project's own loop (pipeline.train.train) and scored:
   its numbers are not the standard FID and are not comparable with docs/results;
 - fid_domain: FID on the project's MNIST LeNet features, same samples and test images.
 
-Sampling G and both extractors run in fp32 arithmetic for both arms (the evaluation never
-follows the training's precision). Per model and metric it prints each arm's mean and seed
+Sampling G and the LeNet run in fp32 for both arms (the evaluation never follows the
+training's precision); the Inception is the one bf16 extractor above, the same for both arms. Per model and metric it prints each arm's mean and seed
 standard deviation, the difference bf16 - fp32 with its 95% interval (Welch), and the verdict of
 pipeline/comparisons.py (Welch t over seeds; Holm over the four comparisons shown beside).
 The rule for bf16 to become the CPU default, per model and metric:
@@ -161,10 +161,10 @@ def welch_interval(a: list[float], b: list[float]) -> tuple[float, float]:
     return diff - half, diff + half
 
 
-def table(results: dict, seeds: int) -> tuple[str, bool]:
+def table(results: dict, seeds: int, models: list[str]) -> tuple[str, bool]:
     """The markdown table of every model x metric and whether bf16 passes the rule everywhere."""
     rows, tests = [], []
-    for model in EPOCHS:
+    for model in models:
         for metric in METRICS:
             arms = {arm: [results[f"{model}-{arm}-s{s}"][metric] for s in range(seeds)
                           if f"{model}-{arm}-s{s}" in results] for arm in ARMS}
@@ -184,9 +184,9 @@ def table(results: dict, seeds: int) -> tuple[str, bool]:
     for (model, metric, arms, test, (low, high), fp32_sd, ok), beyond in zip(rows, adjusted):
         cells = [f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f} ({len(v)})" for v in arms.values()]
         lines.append(f"| {model} ({EPOCHS[model]}) | {metric} | {cells[0]} | {cells[1]} | {test.diff:+.2f} "
-                     f"[{low:+.2f}, {high:+.2f}] | {test.p:.2f} | {'yes' if beyond else 'no'} | "
+                     f"[{low:+.2f}, {high:+.2f}] | {'–' if test.p is None else f'{test.p:.2f}'} | {'yes' if beyond else 'no'} | "
                      f"{'pass' if ok else 'FAIL'} (diff {test.diff:+.2f} vs fp32 sd {fp32_sd:.2f}) |")
-    complete = len(rows) == len(EPOCHS) * len(METRICS)
+    complete = len(rows) == len(models) * len(METRICS)
     return "\n".join(lines), complete and all(row[-1] for row in rows)
 
 
@@ -214,7 +214,8 @@ def main() -> None:
         scorer = None
         for m, arm, s in jobs[index::count]:
             name = f"{m}-{arm}-s{s}"
-            path = scores_dir / f"{name}.json"
+            # A --max-images check files its scores apart: a full run never reuses them.
+            path = scores_dir / f"{name}{f'-max{args.max_images}' if args.max_images else ''}.json"
             with locked(scores_dir / f"{name}.lock"):
                 if path.is_file():
                     continue
@@ -226,8 +227,10 @@ def main() -> None:
                 scores = scorer(run_dir, params.evaluate.seed)
                 write_json_atomic(path, {**scores, **info, "inception": scorer.identity})
                 print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()), flush=True)
-    results = {p.stem: json.loads(p.read_text()) for p in sorted(scores_dir.glob("*.json"))}
-    text, passes = table(results, args.seeds)
+    suffix = f"-max{args.max_images}" if args.max_images else ""
+    results = {p.stem.removesuffix(suffix): json.loads(p.read_text()) for p in sorted(scores_dir.glob(f"*{suffix}.json"))
+               if suffix or "-max" not in p.stem}
+    text, passes = table(results, args.seeds, args.models)
     print()
     print(f"FID on compiled-bf16 Inception features (not the standard fp32 FID) and fid_domain, "
           f"{SAMPLES:,} samples vs the 10,000 MNIST test images; sd over training seeds")

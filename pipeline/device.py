@@ -26,8 +26,14 @@ def cpu_has_fast_bf16() -> bool:
     """Whether this CPU runs bf16 matrix work natively (AMX tiles or AVX512-BF16), asked of torch's
     own capability checks. Without them oneDNN emulates bf16 and it is many times slower than fp32,
     so `precision: auto` stays fp32 there (docs/speed.md)."""
-    checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
-    return any(check is not None and check() for check in checks)
+    capabilities = cpu_capabilities()
+    return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
+
+
+def cpu_capabilities() -> dict:
+    """torch's table of this CPU's instruction sets (cpuinfo), {} where this torch has none."""
+    get = getattr(torch.cpu, "get_capabilities", None)
+    return dict(get()) if get is not None else {}
 
 
 def cpu_name() -> str:
@@ -49,8 +55,8 @@ def describe_device(device: torch.device) -> dict:
         return {"kind": "cuda", "name": props.name, "capability": f"{props.major}.{props.minor}",
                 "memory_gib": round(props.total_memory / 2**30, 1), "bf16": torch.cuda.is_bf16_supported()}
     if device.type == "cpu":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        capabilities = cpu_capabilities()
         return {"kind": "cpu", "name": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability(),
-                "amx": amx, "avx512_bf16": avx512_bf16, "threads": torch.get_num_threads()}
+                "amx_bf16": bool(capabilities.get("amx_bf16")), "avx512_bf16": bool(capabilities.get("avx512_bf16")),
+                "threads": torch.get_num_threads()}
     return {"kind": device.type, "name": device.type}

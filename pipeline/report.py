@@ -148,7 +148,9 @@ def units_label(runs: list[RunView]) -> str:
     """The label of runs trained alike, else 'mixes <labels>' (a group or a comparison that mixes
     devices or precisions compares them too)."""
     labels = sorted({trained_label(r) for r in runs})
-    return labels[0] if len(labels) == 1 else "mixes " + " / ".join(labels)
+    if len(labels) == 1 and not labels[0].startswith("mixed"):
+        return labels[0]
+    return "mixes " + " / ".join(labels)
 
 
 def collect_runs(params: Params, runs_dir: Path | str) -> dict[str, RunView]:

@@ -329,8 +329,8 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
     record = TrainRecord.resume(run_name, state and state.get("record"), start_epoch)
     change = record.start_stretch(start_epoch, device, speed, run, world)
     if change and world.is_main:
-        print(f"{run_name}: resuming under other settings than its first {start_epoch} epoch(s) were trained with: {change}; "
-              f"continuing, and {RECORD_FILE} records both (docs/speed.md, 'Resuming elsewhere')")
+        print(f"{run_name}: resuming under other settings: {change}; continuing, and {RECORD_FILE} "
+              "records both (docs/speed.md, 'Resuming elsewhere')")
 
     live = None
     if world.is_main:

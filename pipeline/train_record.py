@@ -84,11 +84,13 @@ class TrainRecord:
 
     def start_stretch(self, start_epoch: int, device: torch.device, speed, run, world) -> str:
         """Open the stretch that starts after `start_epoch`; returns what changed against the
-        last recorded stretch ('' when nothing did, or when there is none to compare)."""
+        last recorded stretch, e.g. 'epochs 1-12 ran with precision fp32 -> bf16' ('' when
+        nothing did, or when there is none to compare)."""
         setup = setup_of(device, speed, run, world)
         stretches = self.data["stretches"]
         last = next((s for s in reversed(stretches) if not s.get("unrecorded")), None)
-        change = differences(last, setup) if last else ""
+        changed = differences(last, setup) if last else ""
+        change = f"epochs {last['epochs'][0]}-{last['epochs'][1]} ran with {changed}" if changed else ""
         # Recorded from its first epoch on: a start with nothing left to train (a finished run
         # given the same or fewer epochs) adds no empty stretch.
         self.pending = {"epochs": [start_epoch + 1, None], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -252,7 +252,13 @@ def test_device_and_precision_are_shown_and_a_group_or_verdict_that_mixes_them_s
     assert "| mixes cpu bf16 / cpu fp32 |" in group
     fid = row(verdict_rows(runs), "fid_domain")
     assert "**mixes cpu bf16 / cpu fp32 / mixed (cpu fp32, cuda bf16)**" in fid
+    # Runs each resumed elsewhere, alike: still a mix of precisions inside each.
+    for name in runs:
+        runs[name].record = record(("cpu", "fp32"), ("cuda", "bf16"))
+    assert "**mixes mixed (cpu fp32, cuda bf16)**" in row(verdict_rows(runs), "fid_domain")
     # Runs trained alike: no warning.
+    runs["dcgan-mnist-s0"].record = record(("cpu", "fp32"))
+    runs["dcgan-mnist-s1"].record = record(("cpu", "fp32"))
     runs["dcgan-mnist-s2"].record = record(("cpu", "fp32"))
     runs["gan-mnist"].record = record(("cpu", "fp32"))
     assert "mixes" not in row(verdict_rows(runs), "fid_domain")
