@@ -173,9 +173,23 @@ class RunParams(Strict):
     fused_adam: bool | Literal["auto"] = "auto"
     tf32: bool = True  # TensorFloat-32 convolutions and matmuls on Ampere+ GPUs
     compile: bool = False  # torch.compile G and D (minutes of warm-up; pays off on long GPU runs)
-    # Epochs between snapshots of G (runs/<run>/snapshots/), which evaluate turns into the
-    # fid_domain curve; training itself never touches an evaluator. null = no snapshots.
-    snapshot_every: PositiveInt | None = None
+    # Snapshots of G (runs/<run>/snapshots/), which evaluate turns into the FID curves: every N
+    # epochs, or a list of epochs (e.g. [1, 2, 5, 10, 20, 50, 100, 200] for a long run); the last
+    # epoch always. Training itself never touches an evaluator. null = no snapshots.
+    snapshot_every: PositiveInt | list[PositiveInt] | None = None
+    # An exponential moving average of G's weights, `ema` per G update (e.g. 0.999), kept beside
+    # G (runs/<run>/ema/generator.pt) and scored by evaluate instead of G; null = off.
+    # torch.optim.swa_utils.AveragedModel with get_ema_multi_avg_fn; its BatchNorm statistics are
+    # recomputed from its own samples (update_bn on `ema_bn_batches` noise batches of batch_size).
+    ema: Annotated[float, Field(gt=0, lt=1)] | None = None
+    ema_bn_batches: PositiveInt = 50
+
+    @field_validator("snapshot_every")
+    @classmethod
+    def _snapshot_epochs(cls, value):
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError(f"a list of epochs needs distinct epochs (got {value})")
+        return sorted(value) if isinstance(value, list) else value
 
 
 

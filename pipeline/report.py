@@ -254,7 +254,8 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
         else:
             cells = [cell(run.metrics.get(k), run.metrics.get(s) if s else None, f) for k, s, _, f in quality]
         losses = [cell(run.live.get(k), fmt=".3f") for k in ("loss_g", "loss_d")]
-        rows.append([name, p.model, p.dataset, str(p.epochs), str(p.seed), trained_label(run), *cells, *losses])
+        model = f"{p.model} + EMA {p.ema:g}" if p.ema is not None else p.model  # evaluate scores the average
+        rows.append([name, model, p.dataset, str(p.epochs), str(p.seed), trained_label(run), *cells, *losses])
     rows += _floor_rows(runs, quality)
     lines += _table(["run", "model", "dataset", "epochs", "seed", "trained on", *(c[2] for c in quality), "G loss",
                      "D loss"], rows)

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from torchvision.utils import save_image
 from tqdm import tqdm
 
@@ -36,7 +37,7 @@ from pipeline.config import DATASETS_DIR, RUNS_DIR, Params, RunParams
 from pipeline.datasets import read_dataset, write_json_atomic
 from pipeline.device import cpu_has_fast_bf16, resolve_device
 from pipeline.distributed import World, agree, all_sum, close_world, from_main, init_world, use_global_batchnorm
-from pipeline.models import SNAPSHOTS_DIR, SPEC_FILE, build_models, snapshot_path
+from pipeline.models import EMA_DIR, SNAPSHOTS_DIR, SPEC_FILE, build_models, ema_path, snapshot_path
 from pipeline.train_record import RECORD_FILE, TrainRecord
 
 SAMPLE_GRID = 64  # fixed-noise samples per grid, 8 x 8
@@ -69,6 +70,10 @@ class RunPaths:
     def snapshots(self) -> Path:
         return self.root / SNAPSHOTS_DIR
 
+    @property
+    def ema(self) -> Path:
+        return self.root / EMA_DIR
+
 
 def save_atomic(obj, path: Path) -> None:
     """torch.save through pipeline.atomic, so a kill never leaves a truncated file."""
@@ -83,10 +88,40 @@ def save_grid(images: torch.Tensor, path: Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def snapshot_due(done: int, epochs: int, every: int | None) -> bool:
-    """Whether G is snapshotted after epoch `done` (1-based): every `every` epochs, and always
-    after the last one (the curve ends at the final model); never when `every` is None."""
-    return every is not None and (done % every == 0 or done == epochs)
+def snapshot_due(done: int, epochs: int, every: int | list[int] | None) -> bool:
+    """Whether G is snapshotted after epoch `done` (1-based): every `every` epochs or at the
+    listed epochs, and always after the last one (the curve ends at the final model); never
+    when `every` is None."""
+    if every is None:
+        return False
+    return done == epochs or (done in every if isinstance(every, list) else done % every == 0)
+
+
+class AveragedGenerator:
+    """runs.<run>.ema: an exponential moving average of G's weights, updated after every G step.
+
+    torch's AveragedModel keeps the average (its EMA function, one fused update for all
+    parameters); BatchNorm's running statistics are not averaged but recomputed from the
+    averaged G's own samples (update_bn on `ema_bn_batches` seeded noise batches): averaged
+    weights see other activations than any of the Gs whose statistics an average would mix,
+    and eval-mode sampling uses those statistics. The noise is seeded, so the recomputed
+    statistics are a function of the averaged weights alone and a resumed run matches an
+    uninterrupted one bit for bit."""
+
+    def __init__(self, G: nn.Module, run: RunParams, device: torch.device):
+        self.run, self.device = run, device
+        self.model = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(run.ema), use_buffers=False)
+
+    def update(self, G: nn.Module) -> None:
+        self.model.update_parameters(G)
+
+    def settled(self) -> nn.Module:
+        """The averaged G with its BatchNorm statistics recomputed, in eval mode."""
+        rng = torch.Generator().manual_seed(epoch_seed(self.run.seed, -1))
+        noise = [torch.randn(self.run.batch_size, self.run.nz, generator=rng).to(self.device)
+                 for _ in range(self.run.ema_bn_batches)]
+        update_bn(noise, self.model.module)
+        return self.model.module.eval()
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -144,7 +179,7 @@ def load_checkpoint(paths: RunPaths, key: dict, epochs: int) -> dict | None:
 
 def start_fresh(paths: RunPaths) -> None:
     """Clear what an earlier, different run left (outputs persist between DVC runs)."""
-    for child in (paths.samples, paths.live, paths.snapshots):
+    for child in (paths.samples, paths.live, paths.snapshots, paths.ema):
         shutil.rmtree(child, ignore_errors=True)
     for name in ("checkpoint.pt", "generator.pt", "discriminator.pt", SPEC_FILE, RECORD_FILE):
         (paths.root / name).unlink(missing_ok=True)
@@ -303,6 +338,7 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
     speed = Speed.resolve(run, device)
     G_train, D_train, G, D = prepare_models(run, dataset.image_size, dataset.channels, device, speed, world)
     step = GANStep(G_train, D_train, run, speed, device, world)
+    ema = AveragedGenerator(G, run, device) if run.ema is not None else None
 
     key = resume_key(run, dataset.meta)
     # Several nodes: every process must train on the same data with the same params, and
@@ -322,6 +358,8 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
         D.load_state_dict(state["discriminator"])
         step.opt_g.load_state_dict(state["opt_g"])
         step.opt_d.load_state_dict(state["opt_d"])
+        if ema is not None:
+            ema.model.load_state_dict(state["ema"])
         start_epoch = state["epoch"]
         if world.is_main:
             print(f"{run_name}: resuming after epoch {start_epoch} of {run.epochs}")
@@ -336,9 +374,11 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
     if world.is_main:
         paths.samples.mkdir(parents=True, exist_ok=True)
         paths.snapshots.mkdir(parents=True, exist_ok=True)  # a DVC output even when empty
+        paths.ema.mkdir(parents=True, exist_ok=True)  # likewise
         spec = {"model": run.model, "dataset": run.dataset, "image_size": dataset.image_size,
                 "channels": dataset.channels, "nz": run.nz, "ngf": run.ngf, "ndf": run.ndf,
-                "seed": run.seed}  # evaluate rebuilds D's initialisation from it (the random-D control)
+                "seed": run.seed,  # evaluate rebuilds D's initialisation from it (the random-D control)
+                "ema": run.ema, "ema_bn_batches": run.ema_bn_batches if run.ema is not None else None}
         write_json_atomic(paths.root / SPEC_FILE, spec)
         if start_epoch:
             trim_history(paths.live, start_epoch)
@@ -367,6 +407,8 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
                     start = (i * run.d_steps + j) * run.batch_size + world.rank * local
                     reals.append(to_float(data[perm[start:start + local]], speed.channels_last))
                 sums += step(reals)
+                if ema is not None:
+                    ema.update(G)
                 progress.update()
 
             means = (all_sum(sums, world) / (batches * world.size)).tolist()
@@ -375,6 +417,9 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
                     f"{run_name}: loss became NaN/Inf in epoch {epoch + 1} (loss_d={means[0]}, loss_g={means[1]}); "
                     f"{paths.checkpoint} still holds epoch {epoch}. Lower runs.{run_name}.lr or change the seed.")
             done = epoch + 1
+            # Every process settles the average (its BatchNorm may be global under DDP); the
+            # G that snapshots and evaluation see is the averaged one when there is one.
+            scored = ema.settled() if ema is not None else G
             if world.is_main:
                 seconds = time.perf_counter() - started
                 for name, value in zip(("loss_d", "loss_g", "d_real", "d_fake"), means):
@@ -383,14 +428,15 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
                 record.add_epoch(done, seconds, n_images / seconds)
                 progress.set_postfix(epoch=done, loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}")
                 if snapshot_due(done, run.epochs, run.snapshot_every):
-                    save_atomic(G.state_dict(), snapshot_path(paths.root, done))
+                    save_atomic(scored.state_dict(), snapshot_path(paths.root, done))
                 if done % run.sample_every == 0 or done == run.epochs:
-                    G.eval()
+                    scored.eval()  # the grids show the G that evaluate scores
                     with torch.no_grad():
-                        save_grid(G(fixed_noise).float().cpu(), paths.samples / f"epoch_{done:04d}.png")
+                        save_grid(scored(fixed_noise).float().cpu(), paths.samples / f"epoch_{done:04d}.png")
                 save_atomic({"key": key, "epoch": done, "generator": G.state_dict(),
                              "discriminator": D.state_dict(), "opt_g": step.opt_g.state_dict(),
-                             "opt_d": step.opt_d.state_dict(), "record": record.data}, paths.checkpoint)
+                             "opt_d": step.opt_d.state_dict(), "record": record.data,
+                             **({"ema": ema.model.state_dict()} if ema is not None else {})}, paths.checkpoint)
                 # After the checkpoint: a kill between the two leaves a record one epoch behind,
                 # which the resumed run rewrites from the checkpoint's copy.
                 record.write(paths.root)
@@ -407,13 +453,16 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
         # (sample_every) or snapshot (snapshot_every).
         save_atomic(G.state_dict(), paths.root / "generator.pt")
         save_atomic(D.state_dict(), paths.root / "discriminator.pt")
+        scored = ema.settled() if ema is not None else G
+        if ema is not None:
+            save_atomic(scored.state_dict(), ema_path(paths.root))
         record.write(paths.root)
         last = paths.samples / f"epoch_{run.epochs:04d}.png"
         if not last.is_file():
-            G.eval()
+            scored.eval()
             with torch.no_grad():
-                save_grid(G(fixed_noise).float().cpu(), last)
+                save_grid(scored(fixed_noise).float().cpu(), last)
         write_bytes_atomic(paths.samples / "final.png", last.read_bytes())
         if run.snapshot_every is not None and not snapshot_path(paths.root, run.epochs).is_file():
-            save_atomic(G.state_dict(), snapshot_path(paths.root, run.epochs))
+            save_atomic(scored.state_dict(), snapshot_path(paths.root, run.epochs))
     return paths.root

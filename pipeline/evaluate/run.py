@@ -166,6 +166,16 @@ def write_curve(path: Path, rows: list[dict]) -> None:
     write_bytes_atomic(path, buffer.getvalue().encode())
 
 
+def scored_generator(spec: dict) -> dict:
+    """Which G the numbers are of: G as trained, or its average (runs.<run>.ema)."""
+    if spec.get("ema") is None:
+        return {"weights": spec["scored_generator"], "what": "G as trained"}
+    return {"weights": spec["scored_generator"], "ema_decay": spec["ema"],
+            "what": f"exponential moving average of G's weights (decay {spec['ema']} per G update, "
+                    "torch.optim.swa_utils.AveragedModel), BatchNorm statistics recomputed from its own samples "
+                    f"(update_bn, {spec.get('ema_bn_batches')} noise batches); the probe still reads D"}
+
+
 def _floor(reference, space: str) -> dict | None:
     return (reference.info.get("floor") or {}).get(space)
 
@@ -191,7 +201,8 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
     protocol: dict = {
         "protocol": p.protocol,
         "generated": {"count": len(fakes), "sample_mode": p.sample_mode, "noise": "N(0, 1), seeded",
-                      "seed": p.seed, "batch_size": p.batch_size, "quantised": "uint8, as a saved PNG"},
+                      "seed": p.seed, "batch_size": p.batch_size, "quantised": "uint8, as a saved PNG",
+                      "generator": scored_generator(spec)},
         "real": {"split": reference.info["split"], "count": reference.info["num_real"], "dataset": spec["dataset"]},
         "set_metrics_max": SET_METRIC_MAX,
         "spreads": spread_protocol(p),

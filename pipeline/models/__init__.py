@@ -32,6 +32,14 @@ SNAPSHOTS_DIR = "snapshots"
 SNAPSHOT_NAME = re.compile(r"generator_epoch_(\d+)\.pt")
 
 
+# The averaged G (runs.<run>.ema), in a folder that is a DVC output even when the run has none.
+EMA_DIR = "ema"
+
+
+def ema_path(run_dir: Path | str) -> Path:
+    return Path(run_dir) / EMA_DIR / "generator.pt"
+
+
 def snapshot_path(run_dir: Path | str, epoch: int) -> Path:
     return Path(run_dir) / SNAPSHOTS_DIR / f"generator_epoch_{epoch:04d}.pt"
 
@@ -46,8 +54,11 @@ def list_snapshots(run_dir: Path | str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def load_trained(run_dir: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict]:
-    """(generator, discriminator, spec) of a finished run, in eval mode, on `device`."""
+def load_trained(run_dir: Path | str, device: str | torch.device = "cpu",
+                 averaged: bool = True) -> tuple[nn.Module, nn.Module, dict]:
+    """(generator, discriminator, spec) of a finished run, in eval mode, on `device`. The
+    generator is the one evaluate scores: the averaged G (ema/generator.pt) when the run kept
+    one and `averaged`, else G as trained; spec["scored_generator"] says which file."""
     run_dir = Path(run_dir)
     spec_file = run_dir / SPEC_FILE
     if not spec_file.is_file():
@@ -55,7 +66,11 @@ def load_trained(run_dir: Path | str, device: str | torch.device = "cpu") -> tup
     spec = json.loads(spec_file.read_text())
     G, D = build_models(spec["model"], image_size=spec["image_size"], channels=spec["channels"],
                         nz=spec["nz"], ngf=spec["ngf"], ndf=spec["ndf"])
-    for net, name in ((G, "generator.pt"), (D, "discriminator.pt")):
+    g_file = f"{EMA_DIR}/generator.pt" if averaged and spec.get("ema") is not None else "generator.pt"
+    for net, name in ((G, g_file), (D, "discriminator.pt")):
+        if not (run_dir / name).is_file():
+            raise MissingInputError(f"{run_dir / name}: not found; train this run first (python -m pipeline train <run>)")
         net.load_state_dict(torch.load(run_dir / name, map_location="cpu", weights_only=True))
         net.to(device).eval()
+    spec["scored_generator"] = g_file
     return G, D, spec
