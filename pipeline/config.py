@@ -248,7 +248,9 @@ class EvaluateParams(Strict):
     # n-per-class settings choose C by stratified k-fold CV inside their own labels, k = min(this, n).
     probe_cv_folds: int = Field(5, ge=2)
     probe_bootstrap: PositiveInt = 1000  # test-set resamples behind each probe accuracy's 95% interval
-    curve_samples: PositiveInt = 2000  # samples per point of the fid_domain curve (runs.<run>.snapshot_every)
+    # Samples per point of the FID curves over G's snapshots (runs.<run>.snapshot_every): more than
+    # the Inception's 2,048 dimensions, or the curve's standard FID is empty (check_rank).
+    curve_samples: PositiveInt = 2500
     seed: int = 0
     device: DeviceName = "auto"
 

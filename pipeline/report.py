@@ -62,7 +62,8 @@ CI95_Z = 1.96
 CONTROLS = [("probe_vs_random_d", "probe_vs_random_d_ci95", "random D"),
             ("probe_vs_pixels", "probe_vs_pixels_ci95", "pixels")]
 CURVES = [("loss_d", "D loss"), ("loss_g", "G loss"), ("d_real", "D(x) real"), ("d_fake", "D(G(z))")]
-EVAL_CURVES = [("fid_domain", "FID (domain) over training (evaluate, G snapshots)"),
+EVAL_CURVES = [("fid", "FID (Inception) over training (evaluate, G snapshots)"),
+               ("fid_domain", "FID (domain) over training (evaluate, G snapshots)"),
                ("mode_coverage", "digit classes covered over training")]
 SEED_SUFFIX = re.compile(r"[-_.]?(s|seed)\d+$")
 TRAINED_ON_NOTE = ("*trained on*: the device kind and the precision `auto` resolved to (runs/<run>/train.json, which "
@@ -473,10 +474,30 @@ def _curve_figure(curves: dict[str, tuple[list[float], list[float]]], title: str
         ax.plot([s + offset for s in steps], values, label=name, linewidth=1.2,
                 marker="o" if len(steps) <= 50 else None, markersize=3)
     ax.set_xlabel("epoch")
+    epochs = [s + offset for steps, _ in curves.values() for s in steps]
+    if epochs and min(epochs) > 0 and max(epochs) / min(epochs) >= 50:
+        ax.set_xscale("log")  # snapshots spaced for a long run (1, 2, 5, ..., 200): each gets room
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def best_epoch_lines(runs: dict[str, RunView]) -> list[str]:
+    """Which snapshot had the lowest FID on each run's curve (evaluate's protocol.json)."""
+    rows = []
+    for name, run in runs.items():
+        curve = run.protocol.get("curve") or {}
+        best = curve.get("best_epoch_fid")
+        if best:
+            rows.append([name, str(best["epoch"]), f"{best['fid']:.2f}", str(curve.get("samples", "?")),
+                         str(run.params.epochs)])
+    if not rows:
+        return []
+    return ["", *_table(["run", "best epoch by FID (curve)", "its FID", "samples per point", "headline epoch"], rows),
+            "", "The curves' points use fewer samples than the headline (FID is biased upwards at small n: compare "
+            "points of one curve). The best epoch is chosen on the test reference, so it describes the run; the "
+            "headline numbers stay the last epoch's, since reporting the best would select on the test set."]
 
 
 def build_report(params: Params, runs_dir: Path | str, out_dir: Path | str) -> Path:
@@ -515,6 +536,7 @@ def _write(runs: dict[str, RunView], out: Path) -> None:
                 drawn += 1
     if not drawn:
         lines.append("No training logs yet.")
+    lines += best_epoch_lines(runs)
 
     histograms = [n for n, r in runs.items() if (r.folder / "eval" / "class_histogram.png").is_file()]
     if histograms:

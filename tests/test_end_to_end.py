@@ -57,7 +57,7 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
         assert 1 <= metrics["mode_coverage"] <= 10
         assert metrics["probe_acc_pixels"] > 0.5  # raw pixels, 10 labelled images per digit
         curve = (repo / "runs" / run / "curve.tsv").read_text().splitlines()
-        assert curve[0].startswith("epoch\tfid_domain") and len(curve) == 2  # 1 epoch, snapshot_every 1
+        assert curve[0].startswith("epoch\tfid\tfid_std\tfid_domain") and len(curve) == 2  # 1 epoch, snapshot_every 1
     for run in ("dcgan-celeba", "dcgan-anime"):
         metrics = json.loads((repo / "runs" / run / "metrics.json").read_text())
         assert metrics["fid_domain"] is None and metrics["kid_domain"] is None

@@ -262,3 +262,15 @@ def test_device_and_precision_are_shown_and_a_group_or_verdict_that_mixes_them_s
     runs["dcgan-mnist-s2"].record = record(("cpu", "fp32"))
     runs["gan-mnist"].record = record(("cpu", "fp32"))
     assert "mixes" not in row(verdict_rows(runs), "fid_domain")
+
+
+def test_the_best_epoch_of_each_curve_is_named_and_the_headline_stays_the_last():
+    from pipeline.report import best_epoch_lines
+
+    runs = {"dcgan-mnist": view("dcgan-mnist", 0, metrics(200, 0.95)), "gan-mnist": view("gan-mnist", 0, None, "gan")}
+    runs["dcgan-mnist"].protocol = {"curve": {"samples": 2500, "best_epoch_fid": {"epoch": 50, "fid": 12.345}}}
+    lines = best_epoch_lines(runs)
+    (row,) = [line for line in lines if line.startswith("| dcgan-mnist")]
+    assert row == "| dcgan-mnist | 50 | 12.35 | 2500 | 200 |"
+    assert any("headline numbers stay the last epoch's" in line for line in lines)
+    assert best_epoch_lines({"gan-mnist": runs["gan-mnist"]}) == []

@@ -20,8 +20,9 @@ test images. `probe_vs_random_d` is the paired difference probe_acc - probe_acc_
 same test images, with `probe_vs_random_d_ci95` from the same (joint) bootstrap resamples; the
 random D is the run's own D at initialisation (built with the run's training seed). The protocol behind the numbers (extractor, counts, real split,
 resize, how G was sampled, and why a number is null) goes to runs/<run>/eval/protocol.json;
-per-class shares and the probe's details to eval/details.json; the fid_domain curve over G's
-training snapshots to runs/<run>/curve.tsv (a DVC plot).
+per-class shares and the probe's details to eval/details.json; the curves of FID (Inception) and
+fid_domain over G's training snapshots, each point with its spread, to runs/<run>/curve.tsv (a
+DVC plot; protocol.json's "curve" says at how many samples, and which epoch was best).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ METRICS_FILE = "metrics.json"
 EVAL_DIR = "eval"
 PROTOCOL_FILE = "protocol.json"
 CURVE_FILE = "curve.tsv"
-CURVE_COLUMNS = ("epoch", "fid_domain", "mode_coverage", "mode_kl")
+CURVE_COLUMNS = ("epoch", "fid", "fid_std", "fid_domain", "fid_domain_std", "mode_coverage", "mode_kl")
 
 
 def _check_reference(reference, params: Params, spec: dict, classifier_path: Path | None, dataset) -> None:
@@ -130,30 +131,56 @@ def spread_protocol(p) -> dict:
     }
 
 
-def domain_curve(run_dir: Path, spec: dict, classifier: nn.Module, real: FrechetReference, params: Params,
-                 device: torch.device) -> list[dict]:
-    """fid_domain, mode_coverage and mode_kl of every training snapshot of G.
+def training_curve(run_dir: Path, spec: dict, params: Params, device: torch.device,
+                   domain: tuple[nn.Module, FrechetReference] | None,
+                   inception: tuple[nn.Module, dict, FrechetReference] | None) -> list[dict]:
+    """FID (Inception, the standard features) with its spread, fid_domain with its spread,
+    mode_coverage and mode_kl of every training snapshot of G (the averaged G for an EMA run).
 
-    `evaluate.curve_samples` samples per point (fewer than the headline number: FID is biased
-    upwards at small n, so compare points of one curve, not a point with the final metric)."""
+    `evaluate.curve_samples` samples per point, the same noise at every point (fewer than the
+    headline's: FID is biased upwards at small n, so compare the points of one curve with each
+    other, not a point with the headline). A space whose features outnumber the samples gives an
+    empty cell (check_rank). `domain` is (classifier, its reference), `inception` is (network,
+    extractor identity, its reference); None leaves those columns empty."""
     p = params.evaluate
     rows = []
     generator, _ = build_models(spec["model"], image_size=spec["image_size"], channels=spec["channels"],
                                 nz=spec["nz"], ngf=spec["ngf"], ndf=spec["ndf"])
     generator.to(device)
+
+    def fid(features: np.ndarray, real: FrechetReference, space: str) -> tuple[float | None, float | None]:
+        try:
+            check_rank(len(features), real.num, features.shape[1], space)
+        except RankDeficient:
+            return None, None
+        return real.with_spread(features, draws=p.fid_bootstrap, seed=p.seed)
+
     for epoch, path in list_snapshots(run_dir):
         generator.load_state_dict(torch.load(path, map_location=device, weights_only=True))
         fakes = generate_uint8(generator, p.curve_samples, spec["nz"], p.seed, p.batch_size, device, p.sample_mode)
-        features, predicted = classify(classifier, fakes, batch_size=p.batch_size, device=device)
-        try:
-            check_rank(len(features), real.num, features.shape[1], "MNIST-classifier")
-            fid = real.distance(*feature_statistics(features))
-        except RankDeficient:
-            fid = None
-        coverage = mode_coverage(predicted, NUM_CLASSES, p.coverage_min_share)
-        rows.append({"epoch": epoch, "fid_domain": fid, "mode_coverage": coverage["mode_coverage"],
-                     "mode_kl": coverage["mode_kl"]})
+        row = dict.fromkeys(CURVE_COLUMNS)
+        row["epoch"] = epoch
+        if domain is not None:
+            classifier, real = domain
+            features, predicted = classify(classifier, fakes, batch_size=p.batch_size, device=device)
+            row["fid_domain"], row["fid_domain_std"] = fid(features, real, "MNIST-classifier")
+            coverage = mode_coverage(predicted, NUM_CLASSES, p.coverage_min_share)
+            row["mode_coverage"], row["mode_kl"] = coverage["mode_coverage"], coverage["mode_kl"]
+        if inception is not None:
+            model, identity, real = inception
+            features = remembered_features(model, identity, fakes, batch_size=p.batch_size, device=device,
+                                           compile=p.inception_compile, desc=f"inception epoch {epoch}")
+            row["fid"], row["fid_std"] = fid(features, real, "Inception")
+        rows.append(row)
     return rows
+
+
+def best_epoch(rows: list[dict], metric: str = "fid") -> dict | None:
+    """The curve's point with the lowest `metric` (None without one). Chosen on the test
+    reference, it is a description of the curve, never a headline: picking it would select on
+    the test set."""
+    points = [r for r in rows if r.get(metric) is not None]
+    return min(points, key=lambda r: r[metric]) if points else None
 
 
 def write_curve(path: Path, rows: list[dict]) -> None:
@@ -210,7 +237,7 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
         "spaces": {}, "notes": {},
     }
     details: dict = {"run": run_name, "reference": reference.info}
-    curve: list[dict] = []
+    domain_space = inception_space = None
 
     if reference.domain is not None:
         classifier = load_classifier(classifier_path, device)
@@ -230,7 +257,7 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
         metrics.update(coverage)
         save_figure(class_histogram_figure(details["class_shares"], f"{run_name}: classes of {len(fakes)} samples"),
                     run_dir / EVAL_DIR / "class_histogram.png")
-        curve = domain_curve(run_dir, spec, classifier, frechet, params, device)
+        domain_space = (classifier, frechet)
 
     if p.inception:
         model, source = load_inception(p.inception_weights, antialias=p.antialias, device=device)
@@ -240,8 +267,9 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
         features = remembered_features(model, identity, fakes, batch_size=p.batch_size, device=device,
                                        compile=p.inception_compile,
                                        desc=f"inception {run_name}")
-        del model
-        values, notes = _distances(features, reference.inception, reference.inception.frechet(), "Inception", params)
+        inception_frechet = reference.inception.frechet()
+        inception_space = (model, identity, inception_frechet)
+        values, notes = _distances(features, reference.inception, inception_frechet, "Inception", params)
         metrics.update(values)
         protocol["spaces"]["inception"] = {
             "extractor": "Inception v3 pool3 (2048-d), TF 2015-12-05 weights, torchmetrics/torch-fidelity's network",
@@ -257,6 +285,18 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
     if reference.domain is None:
         protocol["notes"]["fid_domain"] = (f"no domain classifier for {spec['dataset']} (only MNIST has one): "
                                            "fid_domain and the *_domain measures are not defined")
+
+    curve = training_curve(run_dir, spec, params, device, domain_space, inception_space)
+    model = inception_space = None  # the Inception's memory back before the probe
+    best = best_epoch(curve)
+    protocol["curve"] = {
+        "samples": p.curve_samples, "noise_seed": p.seed, "spreads": "fid_std / fid_domain_std: bootstrap std over "
+        f"{p.fid_bootstrap} resamples of the generated features, as the headline's",
+        "generator": "the snapshots of the scored G (runs/<run>/snapshots)",
+        "best_epoch_fid": None if best is None else {"epoch": best["epoch"], "fid": best["fid"]},
+        "note": "compare points of one curve with each other: at this sample count FID sits above the headline's "
+                "10,000-sample value; the best epoch is chosen on the test reference, so it describes the run and "
+                "is never reported as its result"}
 
     # The control for "the architecture alone": the run's own D at initialisation, rebuilt as
     # train builds it (seed, then build_models), so each seed of a group has its own random D.
