@@ -121,7 +121,7 @@ def cmd_faces_eval(args: argparse.Namespace) -> None:
 def cmd_results(args: argparse.Namespace) -> None:
     from pipeline.results import results
 
-    results(workdir=args.workdir)
+    results(workdir=args.workdir, only=args.only)
 
 
 def cmd_smoke(args: argparse.Namespace) -> None:
@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("results", help="README's Results: `dvc repro` of params.results.yaml in a copy -> docs/results/")
     p.add_argument("--workdir", type=Path, default=None, help="folder for the copy (default: a new temp dir)")
+    p.add_argument("--only", nargs="+", metavar="PATTERN", default=None,
+                   help="train and evaluate only the runs whose names match (shell patterns, e.g. '*-s?'); the page "
+                        "shows the others as not trained yet (a long profile, committed in steps)")
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("smoke", help="real `dvc repro` of a small profile in a temporary copy of the repo")

@@ -262,6 +262,8 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
                      "D loss"], rows)
     lines += ["", _protocol_line(runs), TRAINED_ON_NOTE, *_null_notes(runs)]
 
+    lines += training_cost_lines(runs)
+
     lines += ["", "## Linear probe on the frozen discriminator", ""]
     rows = []
     for name, run in runs.items():
@@ -481,6 +483,32 @@ def _curve_figure(curves: dict[str, tuple[list[float], list[float]]], title: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def _hours(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+def training_cost_lines(runs: dict[str, RunView]) -> list[str]:
+    """What each run's training cost, from its train.json: device, precision, time and speed."""
+    rows = []
+    for name, run in runs.items():
+        record = run.record
+        if not record.get("epochs"):
+            continue
+        devices = sorted({(s.get("device") or {}).get("name", "?") for s in record.get("stretches", [])
+                          if not s.get("unrecorded")})
+        rows.append([name, trained_label(run), ", ".join(devices), str(len(record["epochs"])),
+                     _hours(record.get("train_seconds") or 0), f"{record['seconds_per_epoch']:.1f}",
+                     f"{record['images_per_s']:,.0f}"])
+    if not rows:
+        return []
+    return ["", "## What training cost", "",
+            *_table(["run", "trained on", "device", "epochs timed", "training (h:mm)", "s / epoch (median)",
+                     "images/s (median)"], rows),
+            "", "From each run's train.json: the training loop's own time (steps, checkpoints, grids), without "
+            "evaluation; epochs trained before a resume on another machine count where they ran."]
 
 
 def best_epoch_lines(runs: dict[str, RunView]) -> list[str]:

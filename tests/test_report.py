@@ -274,3 +274,14 @@ def test_the_best_epoch_of_each_curve_is_named_and_the_headline_stays_the_last()
     assert row == "| dcgan-mnist | 50 | 12.35 | 2500 | 200 |"
     assert any("headline numbers stay the last epoch's" in line for line in lines)
     assert best_epoch_lines({"gan-mnist": runs["gan-mnist"]}) == []
+
+
+def test_what_training_cost_comes_from_train_json():
+    from pipeline.report import training_cost_lines
+
+    runs = {"dcgan-mnist": view("dcgan-mnist", 0, metrics(200, 0.95)), "old": view("old", 0, None)}
+    runs["dcgan-mnist"].record = {**record(("cpu", "bf16")), "train_seconds": 5430.0, "seconds_per_epoch": 45.2,
+                                  "images_per_s": 1327.4, "epochs": [{"epoch": e} for e in range(1, 121)]}
+    (row,) = [line for line in training_cost_lines(runs) if line.startswith("| dcgan-mnist")]
+    assert row == "| dcgan-mnist | cpu bf16 | CPU | 120 | 1:30 | 45.2 | 1,327 |"
+    assert training_cost_lines({"old": runs["old"]}) == []  # no record, no table
