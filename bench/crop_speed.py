@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from pipeline.config import AnimeFacesParams  # noqa: E402
 from pipeline.faces.crop import crop_anime_faces  # noqa: E402
-from pipeline.faces.pages import resolve_workers  # noqa: E402
+from pipeline.pool import resolve_workers  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 ANIME_DEV = SHARED / "data" / "anime-dev"

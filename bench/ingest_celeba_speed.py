@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import CelebaParams
-from pipeline.ingest.celeba import center_crop_resize, ingest_celeba, resolve_workers
+from pipeline.ingest.celeba import center_crop_resize, ingest_celeba
+from pipeline.pool import resolve_workers
 
 # The fake-CelebA generator the tests use. Imported by path: torch-fidelity installs a top-level
 # `tests` package that shadows this repository's `tests.*` outside pytest.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from crawlers.console import add_console_handler
 from crawlers.gaps import read_gaps
 from crawlers.manifest import CrawlMemory
 from crawlers.params import AnimeCrawlParams, BoardSource
-from crawlers.pipelines import IMAGES_SUBDIR, remove_temp_files
+from crawlers.pipelines import IMAGES_SUBDIR, remove_temp_files, utc_now
 from crawlers.settings import build_settings
 from crawlers.spiders import BoardSpider
 
@@ -81,7 +80,7 @@ def run_crawl(params: AnimeCrawlParams, out_dir: Path | str, settings_overrides:
     # stop (a full walk, which passes every gap); the gaps are kept for a person to read.
     for key, old_gaps in zip(keys, gaps):
         state[key] = {"complete": False, "walked": False, "gaps": [gap.to_json() for gap in old_gaps],
-                      "started_at": _now()}
+                      "started_at": utc_now()}
     write_json_atomic(out_dir / STATE_FILE, state)
 
     memory = CrawlMemory(out_dir)
@@ -139,7 +138,7 @@ def run_crawl(params: AnimeCrawlParams, out_dir: Path | str, settings_overrides:
         "temp_files_removed": removed,
         "log_file": settings.get("LOG_FILE"),
         "sources": sources,
-        "finished_at": _now(),
+        "finished_at": utc_now(),
     }
     write_json_atomic(out_dir / STATS_FILE, summary)
     for key, source in zip(keys, sources):
@@ -173,5 +172,3 @@ def _gaps(count: int) -> str:
             "the next run walks past them before it stops early)")
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -142,7 +142,7 @@ class BoardFilesPipeline(FilesPipeline):
             if reason in PERMANENT_REJECTIONS:
                 self.crawler.spider.memory.rejected.append({
                     "site": item["site"], "post_id": item["post_id"], "md5": item["md5"], "reason": reason,
-                    "source_url": item["source_url"], "fetched_at": _now()})
+                    "source_url": item["source_url"], "fetched_at": utc_now()})
             raise DropItem(f"post {item['post_id']} skipped: {error}")
         return item
 
@@ -168,12 +168,13 @@ class ManifestPipeline:
             "site": item["site"], "post_id": item["post_id"], "md5": item["md5"],
             "sha256": stored["sha256"], "path": stored["path"], "tags": item["tags"],
             "rating": item["rating"], "width": stored["width"], "height": stored["height"],
-            "bytes": stored["bytes"], "source_url": item["source_url"], "fetched_at": _now(),
+            "bytes": stored["bytes"], "source_url": item["source_url"], "fetched_at": utc_now(),
         })
         spider.count(item["source"], "new")
         spider.count(item["source"], "bytes", stored["bytes"])
         return item
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Now, UTC, to the second: the manifest's and the crawl summary's timestamps."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -48,12 +48,9 @@ class DatasetError(ValueError):
     """A dataset folder is missing, malformed or altered; the message names the file."""
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: Path) -> str:
     with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

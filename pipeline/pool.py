@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+
+
+def resolve_workers(workers: int | None) -> int:
+    """A `workers` param, or (null) every core this process may run on."""
+    if workers:
+        return workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def ordered_map(pool, fn: Callable[[Any], Any], tasks: Iterable, workers: int) -> Iterator:

@@ -66,6 +66,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
 from pipeline.config import Params
@@ -91,16 +92,10 @@ def recalibrate_batchnorm(discriminator: nn.Module, images: torch.Tensor, *, ima
     BatchNorm updates per step see generated images (the D update's fake batch and the G
     update); normalising real images by them would measure the generator as much as D. So the
     statistics are reset and averaged (momentum None) over real train images; the weights are
-    untouched. D without BatchNorm (the MLP GAN) is left as it is."""
-    norms = [m for m in discriminator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over all batches below
-    discriminator.train()
-    for batch in images.split(batch_size):
-        discriminator(resize_square(to_unit(batch.to(device)), image_size))
+    untouched. D without BatchNorm (the MLP GAN) is left as it is. torch's update_bn does the
+    reset and the cumulative average (momentum None), then restores each layer's momentum."""
+    update_bn((resize_square(to_unit(batch.to(device)), image_size) for batch in images.split(batch_size)),
+              discriminator)
     discriminator.eval()
 
 

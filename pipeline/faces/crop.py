@@ -33,7 +33,8 @@ from pipeline.datasets import SPLITS, DatasetWriter
 from pipeline.faces.detection_cache import DetectionCache, detection_settings
 from pipeline.faces.detectors import Detector
 from pipeline.faces.hygiene import HAIR_COLOURS, Deduplicator, hair_colour_label, parse_tags
-from pipeline.faces.pages import PageTask, detector_name, needs_own_process, process_pages, resolve_workers
+from pipeline.faces.pages import PageTask, detector_name, needs_own_process, process_pages
+from pipeline.pool import resolve_workers
 
 logger = logging.getLogger(__name__)
 

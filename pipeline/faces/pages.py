@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from pipeline.faces.detection_cache import detection_min_size, detections_from_j
 from pipeline.faces.detectors import Detection, Detector, detector_from_params, shrink_for_detection
 from pipeline.faces.hygiene import Deduplicator, off_hue_chroma
 from pipeline.faces.images import cut_window, load_rgb, padding_fraction, square_window
-from pipeline.pool import ordered_map
+from pipeline.pool import ordered_map, resolve_workers
 
 logger = logging.getLogger(__name__)
 
@@ -175,13 +174,6 @@ def _process_chunk(tasks: Sequence[PageTask]) -> list[PageResult]:
 
 
 # --------------------------------------------------------------------------- the pool
-
-
-def resolve_workers(workers: int | None) -> int:
-    """anime.faces.workers, or every core this process may run on."""
-    if workers:
-        return workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def needs_own_process(params: AnimeFacesParams) -> bool:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import io
 import math
 import multiprocessing
-import os
 import sys
 import zipfile
 import zlib
@@ -44,7 +43,7 @@ from pipeline.datasets import SPLITS, DatasetWriter
 from pipeline.ingest.celeba_layout import (DOWNLOAD_ROOT, CelebaError, ImageStore, download,
                                            image_locations, limit_per_split, locate,
                                            read_annotations)
-from pipeline.pool import ordered_map
+from pipeline.pool import ordered_map, resolve_workers
 
 __all__ = ["CelebaError", "center_crop_resize", "ingest_celeba"]
 
@@ -204,13 +203,6 @@ def _truncate_npy_rows(path: Path, rows: int) -> None:
 
 
 # --------------------------------------------------------------------------- the stage
-
-
-def resolve_workers(workers: int | None) -> int:
-    """celeba.workers, or every core this process may run on."""
-    if workers:
-        return workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _summary(names: list[str]) -> dict:
