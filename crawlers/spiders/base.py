@@ -28,7 +28,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import urlencode, urlparse
+from urllib.parse import urlencode, urljoin, urlparse
 
 import scrapy
 from scrapy.exceptions import IgnoreRequest
@@ -119,14 +119,9 @@ class BoardApi:
         return f"{self.base_url}{path}?{urlencode(query)}"
 
     def absolute(self, url: str | None) -> str | None:
-        """API file URLs may be protocol-relative or site-relative."""
-        if not url:
-            return None
-        if url.startswith("//"):
-            return f"{self.base_url.split(':', 1)[0]}:{url}"
-        if url.startswith("/"):
-            return f"{self.base_url}{url}"
-        return url
+        """API file URLs may be protocol-relative (//host/x) or site-relative (/x): resolved as a
+        browser would (RFC 3986), so /x under a board at https://host/booru is https://host/x."""
+        return urljoin(self.base_url, url) if url else None
 
     def rating_name(self, value: Any) -> str | None:
         return self.RATING_NAMES.get(str(value).lower()) if value is not None else None

@@ -104,3 +104,21 @@ def test_single_board_params_still_read_as_one_source(tmp_path):
     path.write_text(yaml.safe_dump({"anime": {"crawl": {"sources": [{"site": "gelbooru"}, {"site": "nope"}]}}}))
     with pytest.raises(ParamsError, match=r"anime\.crawl\.sources\.1\.site: "):
         load_crawl_params(path)
+
+
+@pytest.mark.parametrize("base, url, expected", [
+    # A board installed under a path: a site-relative file URL is relative to the host, not the
+    # path (the old string concatenation gave https://host/booru/images/a.jpg here).
+    ("https://host/booru", "/images/a.jpg", "https://host/images/a.jpg"),
+    ("https://host", "/images/a.jpg", "https://host/images/a.jpg"),
+    ("https://host/booru", "//files.host/a.jpg", "https://files.host/a.jpg"),
+    ("http://127.0.0.1:8000", "//127.0.0.1:8000/a.jpg", "http://127.0.0.1:8000/a.jpg"),
+    ("https://host/booru", "https://cdn.host/a.jpg", "https://cdn.host/a.jpg"),
+    ("https://host/booru", None, None),
+])
+def test_file_urls_resolve_as_a_browser_would(base, url, expected):
+    from crawlers.params import BoardSource
+    from crawlers.spiders import APIS
+
+    api = APIS["gelbooru"](BoardSource(site="gelbooru", base_url=base, tags="1girl"))
+    assert api.absolute(url) == expected
