@@ -9,6 +9,7 @@ stage at once with one line that names the key, e.g.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -28,6 +29,12 @@ REPORTS_DIR = Path("reports")
 # sets: a note that they have none), so a face run never depends on MNIST.
 EVALUATORS_DIR = Path("data/evaluators")
 REFERENCE_DIR = Path("data/reference")  # real-image feature statistics, one folder per dataset
+
+
+def user_cache_dir() -> Path:
+    """The project's cache outside the repository (the downloaded anime cascade, the Inception
+    feature memory): $XDG_CACHE_HOME/dcgan-pipeline, else ~/.cache/dcgan-pipeline."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dcgan-pipeline"
 
 
 class Strict(BaseModel):

@@ -9,7 +9,8 @@ The key is the sha256 of the image bytes (shape included) together with everythi
 the extractor's output: the weights' source sha256, the resize, the precision, the device kind
 and the torch version. Same key, same features, so a hit returns exactly what a recomputation
 would, and the stage stays a pure function of its declared inputs; the memory lives outside the
-repository (like the torch hub cache), in $DCGAN_FEATURE_MEMO or ~/.cache/dcgan-pipeline/features;
+repository (like the torch hub cache), in $DCGAN_FEATURE_MEMO or $XDG_CACHE_HOME/dcgan-pipeline/features
+(~/.cache/dcgan-pipeline/features);
 DCGAN_FEATURE_MEMO=off turns it off. Files are written atomically, so a killed stage leaves
 none half written; a file that does not read back as the expected array is recomputed.
 """
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from pipeline.atomic import write_bytes_atomic
+from pipeline.config import user_cache_dir
 
 ENV = "DCGAN_FEATURE_MEMO"
 
@@ -35,7 +37,7 @@ def memo_dir() -> Path | None:
     setting = os.environ.get(ENV, "")
     if setting.lower() == "off":
         return None
-    return Path(setting).expanduser() if setting else Path.home() / ".cache" / "dcgan-pipeline" / "features"
+    return Path(setting).expanduser() if setting else user_cache_dir() / "features"
 
 
 def images_key(images: torch.Tensor) -> str:

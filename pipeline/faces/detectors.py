@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
-import tempfile
-import urllib.request
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -31,7 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.config import MissingInputError
+from pipeline.config import MissingInputError, user_cache_dir
 
 CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
 CASCADE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
@@ -121,11 +118,6 @@ class MtcnnDetector:
 # --------------------------------------------------------------------------- LBP cascade
 
 
-def user_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dcgan-pipeline"
-
-
 def resolve_cascade(path: str | Path = "download", *, cache_dir: Path | None = None,
                     url: str = CASCADE_URL, sha256: str = CASCADE_SHA256) -> Path:
     """A local cascade file as given, or the public one, downloaded once and pinned by sha256."""
@@ -139,16 +131,15 @@ def resolve_cascade(path: str | Path = "download", *, cache_dir: Path | None = N
     if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=60) as response:
-        data = response.read()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != sha256:
-        raise RuntimeError(f"{url}: sha256 {digest} does not match the pinned {sha256}; "
-                           f"not using it (set anime.faces.cascade_path to a local file)")
-    fd, tmp = tempfile.mkstemp(prefix=".cascade.", suffix=".tmp", dir=target.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, target)
+    import torch.hub  # here: a crop worker with a local cascade never pays for importing torch
+
+    try:
+        # torch's downloader, as for the Inception weights: a temporary file beside the target,
+        # its sha256 checked before it is moved into place, removed when anything fails.
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=sha256, progress=False)
+    except RuntimeError as exc:  # "invalid hash value"
+        raise RuntimeError(f"{url}: does not match the pinned sha256 {sha256} ({exc}); not using it "
+                           f"(set anime.faces.cascade_path to a local file)") from None
     return target
 
 

@@ -143,7 +143,22 @@ def test_cascade_download_is_pinned_and_cached(tmp_path):
     tampered.write_bytes(CASCADE.read_bytes() + b"\n")
     with pytest.raises(RuntimeError, match="does not match the pinned"):
         resolve_cascade("download", cache_dir=tmp_path / "other", url=tampered.as_uri())
-    assert not (tmp_path / "other" / "lbpcascade_animeface.xml").exists()
+    # Nothing is left behind: no cascade, and no temporary file of the failed download (the
+    # hand-written copy before torch's downloader kept none on a bad hash, but had no fsync and
+    # left its temporary file when the write itself failed).
+    assert list((tmp_path / "other").iterdir()) == []
+
+
+def test_the_cache_follows_xdg_cache_home(tmp_path, monkeypatch):
+    from pipeline.config import user_cache_dir
+    from pipeline.evaluate.feature_memo import memo_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("DCGAN_FEATURE_MEMO", raising=False)
+    assert user_cache_dir() == tmp_path / "xdg" / "dcgan-pipeline"
+    assert memo_dir() == tmp_path / "xdg" / "dcgan-pipeline" / "features"  # both caches, one place
+    path = resolve_cascade("download", url=CASCADE.as_uri())
+    assert path == tmp_path / "xdg" / "dcgan-pipeline" / "lbpcascade_animeface.xml"
 
 
 def test_faces_eval_reports_counts_and_speed():
