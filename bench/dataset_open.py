@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def timed(label: str, **kwargs) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dir", type=Path, default=Path("/tmp/bench-celeba"))
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "bench-celeba")
     parser.add_argument("--count", type=int, default=202_599)
     parser.add_argument("--keep", action="store_true", help="keep the dataset folder afterwards")
     ARGS = parser.parse_args()

@@ -26,8 +26,9 @@ import argparse
 import fcntl
 import hashlib
 import json
-import math
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from dcgan28 import G_WIDTHS, train_reference  # noqa: E402  (bench/ is on sys.path as the script's folder)
 
 from pipeline.atomic import write_json_atomic  # noqa: E402
+from pipeline.comparisons import compare, seed_estimate  # noqa: E402
 from pipeline.config import MnistParams, RunParams, load_params  # noqa: E402
 from pipeline.datasets import read_dataset  # noqa: E402
 from pipeline.evaluate.classifier import classify, load_classifier, train_mnist_classifier  # noqa: E402
@@ -50,7 +52,7 @@ from pipeline.ingest.mnist import ingest_mnist  # noqa: E402
 from pipeline.models import load_trained  # noqa: E402
 
 RUN = "dcgan-mnist"
-SHARED_MNIST = Path("/work/shared/data/mnist")
+SHARED_MNIST = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared")) / "data" / "mnist"
 NOISE_SEED = 10_000  # sample set j draws its noise from NOISE_SEED + j, the same for every generator
 
 
@@ -95,8 +97,7 @@ def train_ours(params, work: Path, tag: str, dataset: Path, seed: int, epochs: i
     one = params.model_copy(update={"runs": {RUN: run}})
     runs_dir = work / f"ours-{tag}" / f"seed{seed}"
     # An empty classifier folder: no fid_domain curve during training (we score at the end).
-    out = train(RUN, one, runs_dir=runs_dir, datasets_dir=dataset.parent,
-                classifier_dir=work / "no-classifier")
+    out = train(RUN, one, runs_dir=runs_dir, datasets_dir=dataset.parent)
     G, _, spec = load_trained(out)
     return G, spec["nz"]
 
@@ -142,29 +143,25 @@ def cell(values: list[float] | None, spread: bool = True) -> str:
 
 
 def verdict(ours: list[float], ref: list[float]) -> str:
-    """Welch: the difference of the seed means against its standard error."""
-    (mo, so), (mr, sr) = mean_std(ours), mean_std(ref)
-    se = math.sqrt(so**2 / len(ours) + sr**2 / len(ref))
-    diff = mo - mr
-    t = diff / se if se > 0 else math.inf
-    # With 3 seeds a t of 2 is a loose bar (95 % needs ~4.3 at 2-4 df), so also say whether the
-    # seeds separate completely: every seed of one model better than every seed of the other.
+    """The report's verdict (pipeline/comparisons.py): Welch's t-test on the seed means, with
+    the t distribution's degrees of freedom (with 3 seeds a t of 2 is far from 95%)."""
+    test = compare(seed_estimate(ours), seed_estimate(ref), ("ours", "reference"))
+    if test.p is None:
+        return f"ours - reference = {test.diff:+.2f}: {test.basis}"
+    # Also whether the seeds separate completely: every seed of one model better than every seed of the other.
     apart = max(ours) < min(ref) or max(ref) < min(ours)
-    if abs(diff) <= 2 * se:
-        word = "within the seed spread (|diff| <= 2 SE): no difference shown"
-    elif diff > 0:
-        word = "ours WORSE beyond the seed spread (diff > 2 SE)"
-    else:
-        word = "ours BETTER beyond the seed spread (diff < -2 SE)"
-    return (f"ours - reference = {diff:+.2f} (SE {se:.2f}, Welch t = {t:+.1f}): {word}; "
-            f"seeds {'separate completely' if apart else 'overlap'}")
+    word = ("within the seed spread: no difference shown" if test.p >= 0.05 else
+            f"ours {'WORSE' if test.diff > 0 else 'BETTER'} beyond the seed spread")
+    return (f"ours - reference = {test.diff:+.2f} (noise sd {test.noise:.2f}, {test.basis}, p = {test.p:.2g}): "
+            f"{word}; seeds {'separate completely' if apart else 'overlap'}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/dcgan28"), help="scratch folder (resume-safe cache)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "dcgan28",
+                        help="scratch folder (resume-safe cache)")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--mnist-source", default=None,
                         help=f"MNIST IDX folder or 'download' (default: {SHARED_MNIST} if present, else mnist.source)")

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import shutil
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -118,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=FULL)
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/celeba-bench"))
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "celeba-bench")
     args = parser.parse_args()
 
     archive = synthetic_celeba(args.cache / str(args.count), args.count)

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--mnist", default=str(SHARED / "data" / "mnist"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--images", type=int, default=10000)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/loss_trend"))
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "loss_trend")
     args = parser.parse_args()
     datasets = args.out / "datasets"
     ingest_mnist(MnistParams(source=args.mnist, limit_train=args.images, limit_test=1000), datasets / "mnist")
