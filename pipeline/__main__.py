@@ -8,6 +8,7 @@
     python -m pipeline fid-reference mnist
     python -m pipeline train gan-mnist
     python -m pipeline evaluate gan-mnist
+    python -m pipeline sample gan-mnist --out samples/gan-mnist --real samples/mnist-test
     python -m pipeline report
     python -m pipeline compare [REV ...]
     python -m pipeline smoke
@@ -91,6 +92,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(metrics, indent=2))
 
 
+def cmd_sample(args: argparse.Namespace) -> None:
+    from pipeline.evaluate.export import generated_images, real_images, write_pngs
+
+    params = load_params(args.params)
+    run = params.run(args.run)
+    count = write_pngs(generated_images(RUNS_DIR / args.run, params, args.num), args.out, desc=f"{args.run} samples")
+    print(f"wrote {count} generated images of {args.run} to {args.out}")
+    if args.real is not None:
+        count = write_pngs(real_images(DATASETS_DIR / run.dataset, params, args.num), args.real, desc="real images")
+        print(f"wrote {count} real reference images of {run.dataset} to {args.real}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from pipeline.report import build_report
 
@@ -165,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="FID, KID, precision/recall, mode coverage, linear probe -> runs/<run>/metrics.json")
     p.add_argument("run")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sample", help="the exact images evaluate scores, as PNGs, for checking with other FID tools")
+    p.add_argument("run")
+    p.add_argument("--out", type=Path, required=True, help="folder for the generated images (replaced whole)")
+    p.add_argument("--num", type=int, default=None, help="the first N of them (default: all evaluate scores)")
+    p.add_argument("--real", type=Path, default=None, help="also write the real reference images to this folder")
+    p.set_defaults(func=cmd_sample)
 
     sub.add_parser("report", help="one page comparing every run -> reports/index.md").set_defaults(func=cmd_report)
 

@@ -97,21 +97,27 @@ def _floor(floor_features: np.ndarray, real: FeatureSet, space: str, params: Par
     return {**values, "notes": notes}
 
 
+def reference_index(dataset, p) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(the real images' indices, the floor's, the split): which real images the statistics and
+    the floor are made of, under `evaluate` params `p` (also what `python -m pipeline sample
+    --real` writes out)."""
+    split = reference_split(dataset, p.real_split)
+    if split is None:
+        index = np.arange(len(dataset))
+        if p.real_limit is not None and len(index) > p.real_limit:
+            index = np.sort(np.random.default_rng(p.seed).choice(index, p.real_limit, replace=False))
+        return index, np.zeros(0, np.int64), None  # no disjoint real set to compare with
+    return (sorted_subset(dataset, split, p.real_limit, p.seed),
+            sorted_subset(dataset, FLOOR_SPLIT[split], p.samples, p.seed + 1), split)
+
+
 def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path | str, params: Params,
                       classifier_path: Path | str | None = None) -> dict:
     """Compute the real-image features, statistics and floor of one dataset; returns reference.json's content."""
     p = params.evaluate
     device = resolve_device(p.device)
     dataset = read_dataset(dataset_dir)
-    split = reference_split(dataset, p.real_split)
-    if split is None:
-        index = np.arange(len(dataset))
-        if p.real_limit is not None and len(index) > p.real_limit:
-            index = np.sort(np.random.default_rng(p.seed).choice(index, p.real_limit, replace=False))
-        floor_index = np.zeros(0, np.int64)  # no disjoint real set to compare with
-    else:
-        index = sorted_subset(dataset, split, p.real_limit, p.seed)
-        floor_index = sorted_subset(dataset, FLOOR_SPLIT[split], p.samples, p.seed + 1)
+    index, floor_index, split = reference_index(dataset, p)
     images = dataset_images(dataset, index)
     floor_images = dataset_images(dataset, floor_index) if len(floor_index) >= 2 else None
     info: dict = {
