@@ -166,7 +166,9 @@ def training_curve(run_dir: Path, spec: dict, params: Params, device: torch.devi
             row["fid_domain"], row["fid_domain_std"] = fid(features, real, "MNIST-classifier")
             coverage = mode_coverage(predicted, NUM_CLASSES, p.coverage_min_share)
             row["mode_coverage"], row["mode_kl"] = coverage["mode_coverage"], coverage["mode_kl"]
-        if inception is not None:
+        if inception is not None and len(fakes) > len(inception[2].mu):
+            # (At no more samples than the Inception's dimensions the FID is undefined: the
+            # network's minutes are not spent on an empty cell.)
             model, identity, real = inception
             features = remembered_features(model, identity, fakes, batch_size=p.batch_size, device=device,
                                            compile=p.inception_compile, desc=f"inception epoch {epoch}")
