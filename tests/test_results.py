@@ -1,0 +1,52 @@
+"""`python -m pipeline results --only`: a long profile built in steps (the commands it runs)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+
+import pytest
+
+import pipeline.results as results_module
+from pipeline.config import ParamsError, load_params
+from pipeline.smoke import REPO
+
+
+@pytest.fixture
+def fake_copy(tmp_path, monkeypatch):
+    """The copy results works in, with params.results.yaml as its params.yaml; commands recorded."""
+    dest = tmp_path / "repo"
+    (dest / "reports").mkdir(parents=True)
+    (dest / "reports" / "index.md").write_text("# page\n")
+    shutil.copy(REPO / "params.results.yaml", dest / "params.yaml")
+    commands = []
+
+    @contextlib.contextmanager
+    def smoke_repo(workdir, params_file):
+        assert params_file == results_module.RESULTS_PARAMS
+        yield dest, {}
+
+    monkeypatch.setattr(results_module, "smoke_repo", smoke_repo)
+    monkeypatch.setattr(results_module, "run", lambda cmd, cwd, env: commands.append(cmd[1:] if "python" in cmd[0]
+                                                                                        else cmd))
+    return commands
+
+
+def test_only_reproduces_the_matching_runs_then_builds_the_page(tmp_path, fake_copy):
+    out = results_module.results(tmp_path / "work", out=tmp_path / "docs", only=["*-s?"])
+    twenty = [name for name in load_params(REPO / "params.results.yaml").runs if not name.endswith("e200")]
+    assert len(twenty) == 9  # 3 groups x 3 seeds
+    assert fake_copy[0] == ["dvc", "repro", *(f"evaluate@{name}" for name in twenty)]
+    assert fake_copy[1] == ["-m", "pipeline", "report"]  # not `dvc repro report`, which would train every run
+    assert (out / "index.md").read_text() == "# page\n"
+
+
+def test_without_only_the_report_stage_reproduces_everything(tmp_path, fake_copy):
+    results_module.results(tmp_path / "work", out=tmp_path / "docs")
+    assert fake_copy == [["dvc", "repro", "report"]]
+
+
+def test_a_pattern_matching_nothing_is_a_params_error(tmp_path, fake_copy):
+    with pytest.raises(ParamsError, match="no run matches --only nope"):
+        results_module.results(tmp_path / "work", out=tmp_path / "docs", only=["nope"])
+    assert fake_copy == []
