@@ -23,6 +23,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from pipeline.comparisons import MANY, Estimate, Test, compare, holm, one_sample, pooled_spread, seed_estimate
@@ -128,6 +129,7 @@ class RunView:
     folder: Path | None = None
     source: str = "workspace"  # or the git revision / DVC experiment it was read from
     record: dict = field(default_factory=dict)  # runs/<run>/train.json: how it was trained
+    details: dict = field(default_factory=dict)  # runs/<run>/eval/details.json (the probe's resamples)
 
 
 def trained_label(run: RunView) -> str:
@@ -166,7 +168,8 @@ def collect_runs(params: Params, runs_dir: Path | str) -> dict[str, RunView]:
                             live=_read_json(folder / "dvclive" / "metrics.json") or {},
                             curves=read_curves(folder / "dvclive"),
                             eval_curves=read_eval_curve(folder / "curve.tsv"), folder=folder,
-                            record=_read_json(folder / "train.json") or {})
+                            record=_read_json(folder / "train.json") or {},
+                            details=_read_json(folder / "eval" / "details.json") or {})
     return out
 
 
@@ -436,9 +439,32 @@ def comparison_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> 
             *([""] + notes if notes else [])]
 
 
+def shared_test_noise(runs: list[RunView], metric: str) -> float | None:
+    """The variance of a seed group's mean paired difference that comes from the test images the
+    seeds share, or None where it cannot be had (a run without resamples, other resamples).
+
+    Every run of a dataset scores its probes on the same test images and resamples them with the
+    same seeded bootstrap (evaluate.seed), so resample b of every seed is the same draw of test
+    images. The variance over b of the seeds' mean centred difference is the test-set noise of the
+    group's mean, the part the seeds share included, which the spread across seeds misses."""
+    draws = []
+    for run in runs:
+        paired = ((run.details.get("probe") or {}).get("paired") or {}).get(metric) or {}
+        bootstrap = (run.details.get("probe") or {}).get("bootstrap") or {}
+        if not paired.get("resamples"):
+            return None
+        draws.append((np.asarray(paired["resamples"]), (bootstrap.get("seed"), bootstrap.get("resamples"),
+                                                         (run.details.get("probe") or {}).get("test_images"))))
+    if len(draws) < 2 or len({key for _, key in draws}) != 1:
+        return None
+    centred = np.mean([values - values.mean() for values, _ in draws], axis=0)
+    return float(centred.var(ddof=1))
+
+
 def control_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> list[str]:
     """D against its controls (random D, pixels), paired on the same test images: per run, the
-    paired bootstrap interval; per seed group, a t-test over the seeds' paired differences."""
+    paired bootstrap interval; per seed group, a t-test over the seeds' paired differences whose
+    standard error also holds the test-set noise the seeds share (shared_test_noise)."""
     units, _ = comparison_units(runs, groups)
     rows, tests = [], []
     for unit, (_, unit_runs) in units.items():
@@ -446,15 +472,27 @@ def control_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> lis
             estimate = unit_estimate(unit_runs, metric, spread)
             if estimate is None:
                 continue
-            tests.append((unit, control, estimate, one_sample(estimate)))
+            basis = "test images only (paired bootstrap); seed spread unknown"
+            if estimate.kind == "seeds":
+                basis = f"over {estimate.n} seeds (t, {estimate.n - 1} df)"
+                evaluated = [r for r in unit_runs if r.metrics and _finite(r.metrics.get(metric))]
+                shared = shared_test_noise(evaluated, metric)
+                if shared is not None:
+                    # The spread across seeds holds each seed's own test noise but not the part they
+                    # share; adding the joint bootstrap's variance of the mean counts the first part
+                    # twice: on the safe side.
+                    estimate = Estimate(estimate.value, math.sqrt(estimate.se ** 2 + shared), "seeds", estimate.n,
+                                        sd=estimate.sd)
+                    basis += " + the test images' noise, joint bootstrap across the seeds"
+                else:
+                    basis += "; the test images' shared noise not included (no per-resample differences)"
+            tests.append((unit, control, estimate, one_sample(estimate), basis))
     if not tests:
         return ["No run has the paired probe differences yet (evaluated before they existed: re-run evaluate)."]
-    decided = [t for t in tests if t[-1] is not None]
-    reject = dict(zip(map(id, decided), holm([t[-1] for t in decided])))
+    decided = [t for t in tests if t[3] is not None]
+    reject = dict(zip(map(id, decided), holm([t[3] for t in decided])))
     for entry in tests:
-        unit, control, estimate, p = entry
-        basis = (f"over {estimate.n} seeds (t, {estimate.n - 1} df)" if estimate.kind == "seeds" else
-                 "test images only (paired bootstrap); seed spread unknown")
+        unit, control, estimate, p, basis = entry
         verdict = "–" if p is None else (("**yes**: D is better" if estimate.value > 0 else f"**no**: {control} is better")
                                          if reject[id(entry)] else "no: within noise")
         rows.append([unit, control, cell(estimate.value, estimate.se, "+.3f"), basis,
@@ -463,8 +501,10 @@ def control_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> lis
             "D and its controls are scored on the same test images, so each difference is paired. One run: the "
             "standard error of the paired difference over the same bootstrap resamples of the test images (sampling "
             "only; another training seed could differ). A seed group: the mean of its runs' paired differences ± its "
-            "standard error across seeds, each seed with its own random D (its D at initialisation), judged with t. "
-            f"Holm over the {len(decided)} tests of this table."]
+            "standard error, each seed with its own random D (its D at initialisation), judged with t: the spread "
+            "across seeds, plus the variance of the seeds' mean over the same bootstrap resamples of the test images "
+            "(every seed is scored on the same test images, so their test-set noise is partly shared and the spread "
+            f"across seeds alone would understate it). Holm over the {len(decided)} tests of this table."]
 
 
 # --------------------------------------------------------------------------- page

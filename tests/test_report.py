@@ -285,3 +285,33 @@ def test_what_training_cost_comes_from_train_json():
     (row,) = [line for line in training_cost_lines(runs) if line.startswith("| dcgan-mnist")]
     assert row == "| dcgan-mnist | cpu bf16 | CPU | 120 | 1:30 | 45.2 | 1,327 |"
     assert training_cost_lines({"old": runs["old"]}) == []  # no record, no table
+
+
+def with_resamples(run: RunView, resamples: np.ndarray, seed: int = 0) -> RunView:
+    run.details = {"probe": {"bootstrap": {"seed": seed, "resamples": len(resamples)}, "test_images": 600,
+                             "paired": {"probe_vs_random_d": {"resamples": list(resamples)}}}}
+    return run
+
+
+def test_a_groups_paired_difference_includes_the_test_noise_its_seeds_share():
+    """Three seeds with nearly the same paired difference (+0.005) on the same test images: the
+    t-test over seeds alone sees almost no noise. Their bootstrap resamples move together (shared
+    test images), and that shared noise must widen the group's error."""
+    gains = [0.0050, 0.0052, 0.0048]
+    runs = {f"d-s{i}": view(f"d-s{i}", i, metrics(200, 0.95, probe_vs_random_d=g, probe_vs_random_d_ci95=0.006))
+            for i, g in enumerate(gains)}
+    alone = next(line for line in control_lines(runs, seed_groups(runs)) if "random D" in line and "seeds" in line)
+    assert "shared noise not included" in alone
+    shared = np.random.default_rng(0).normal(0, 0.003, 1000)  # the test images' draw, common to all seeds
+    for i, g in enumerate(gains):
+        with_resamples(runs[f"d-s{i}"], g + shared + np.random.default_rng(i + 1).normal(0, 0.0005, 1000))
+    row = next(line for line in control_lines(runs, seed_groups(runs)) if "random D" in line and "seeds" in line)
+    assert "joint bootstrap across the seeds" in row
+    se = float(row.split("±")[1].split("|")[0])
+    assert se >= 0.0029  # at least the shared test noise (sd 0.003 of the mean), not the seeds' 0.0001
+    p_alone, p_joint = (float(line.split("|")[5]) for line in (alone, row))
+    assert p_alone < 0.01 and p_joint > 0.05 and "within noise" in row
+    # Resamples from another bootstrap (another seed) cannot be combined: back to the seeds alone.
+    with_resamples(runs["d-s2"], gains[2] + shared, seed=7)
+    assert "shared noise not included" in next(line for line in control_lines(runs, seed_groups(runs))
+                                               if "random D" in line and "seeds" in line)

@@ -410,8 +410,12 @@ def run_probe(dataset: Dataset, params: Params, feature_fns: dict[str, FeatureFn
         low, high = interval(headline_resamples[""] - headline_resamples[suffix])
         metrics[f"probe_vs{suffix}"] = metrics["probe_acc"] - metrics[f"probe_acc{suffix}"]
         metrics[f"probe_vs{suffix}_ci95"] = (high - low) / 2
+        # The difference on every resample: the report combines a seed group's runs resample by
+        # resample (the same seeded resamples of the same test images), so the test-set noise
+        # the seeds share enters the group's error (report.shared_test_noise).
         details.setdefault("paired", {})[f"probe_vs{suffix}"] = {
-            "difference": metrics[f"probe_vs{suffix}"], "ci95_low": low, "ci95_high": high, "setting": headline}
+            "difference": metrics[f"probe_vs{suffix}"], "ci95_low": low, "ci95_high": high, "setting": headline,
+            "resamples": [round(float(v), 6) for v in headline_resamples[""] - headline_resamples[suffix]]}
     details["fits"] = sum(s["fits"] for s in details["settings"].values())
     details["not_converged"] = sum(s["not_converged"] for s in details["settings"].values())
     if details["not_converged"]:

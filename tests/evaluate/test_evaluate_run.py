@@ -95,6 +95,11 @@ def test_evaluate_writes_named_metrics_with_spreads_and_the_protocol(tmp_path, m
     assert written["probe_vs_random_d"] == 0 and written["probe_vs_random_d_ci95"] == 0
     assert written["probe_vs_pixels"] == pytest.approx(written["probe_acc"] - written["probe_acc_pixels"])
     assert 0 < written["probe_vs_pixels_ci95"]
+    # Each paired difference on every bootstrap resample, for the report's seed groups.
+    paired = json.loads((run / "eval" / "details.json").read_text())["probe"]["paired"]
+    assert paired["probe_vs_random_d"]["resamples"] == [0.0] * make_params().evaluate.probe_bootstrap
+    pixels = np.array(paired["probe_vs_pixels"]["resamples"])
+    assert abs(pixels.mean() - written["probe_vs_pixels"]) < written["probe_vs_pixels_ci95"]
 
 
 def test_fid_spread_matches_the_spread_over_independent_real_sets(mnist_dir, reference, classifier):
