@@ -171,9 +171,9 @@ class RunParams(Strict):
     sample_every: PositiveInt = 10  # epochs between fixed-noise sample grids
     # Images per epoch cap (smoke profile); null = the whole train split.
     max_images: PositiveInt | None = None
-    # Speed. "auto" picks per device: bf16 autocast and channels_last on CUDA and on CPUs with
-    # AMX or AVX512-BF16 (measured as good as fp32: bench/bf16_quality.py), fp32 and the default
-    # layout elsewhere; fused Adam on CUDA and CPU. What they resolved to is recorded in
+    # Speed. "auto" picks per device: bf16 autocast and channels_last on CUDA, and for the DCGAN on
+    # CPUs with AMX or AVX512-BF16 (measured as good as fp32: bench/bf16_quality.py; the MLP GAN
+    # was not, so it stays fp32 on CPUs), fp32 and the default layout elsewhere; fused Adam on CUDA and CPU. What they resolved to is recorded in
     # runs/<run>/train.json (docs/speed.md).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool | Literal["auto"] = "auto"

@@ -209,7 +209,9 @@ class Speed:
         # with AMX or AVX512-BF16, where bench/bf16_quality.py found generators as good as fp32's
         # over 5 seeds and train_speed 2-2.5x as fast (docs/speed.md). Elsewhere bf16 is emulated,
         # many times slower than fp32, so `auto` is fp32 there.
-        fast_bf16 = torch.cuda.is_bf16_supported() if cuda else cpu and cpu_has_fast_bf16()
+        # On the CPU for the DCGAN only: bench/bf16_quality.py found the MLP GAN worse in bf16
+        # (FID +23.6 over 5 seeds, more than one fp32 seed sd), so the MLP stays fp32 there.
+        fast_bf16 = torch.cuda.is_bf16_supported() if cuda else cpu and run.model == "dcgan" and cpu_has_fast_bf16()
         amp = torch.bfloat16 if run.precision == "bf16" or (run.precision == "auto" and fast_bf16) else None
         # channels_last pays on CUDA, and on the CPU only together with bf16 (oneDNN's AMX kernels).
         channels_last = (cuda or (cpu and amp is not None)) if run.channels_last == "auto" else run.channels_last

@@ -30,9 +30,11 @@ def test_cpu_bf16_capability_is_torchs_own_answer():
 @pytest.mark.parametrize("fast, precision, channels_last", [(True, "bf16", True), (False, "fp32", False)])
 def test_auto_on_the_cpu_follows_its_bf16_hardware(monkeypatch, fast, precision, channels_last):
     monkeypatch.setattr(train_module, "cpu_has_fast_bf16", lambda: fast)
-    for model in ("dcgan", "gan"):
-        speed = Speed.resolve(run_params(model=model), CPU)
-        assert (speed.precision, speed.channels_last, speed.fused_adam) == (precision, channels_last, True)
+    speed = Speed.resolve(run_params(model="dcgan"), CPU)
+    assert (speed.precision, speed.channels_last, speed.fused_adam) == (precision, channels_last, True)
+    # The MLP GAN failed bench/bf16_quality.py's rule: fp32 on every CPU.
+    mlp = Speed.resolve(run_params(model="gan"), CPU)
+    assert (mlp.precision, mlp.channels_last) == ("fp32", False)
 
 
 def test_explicit_settings_win_over_auto(monkeypatch):
