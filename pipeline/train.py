@@ -205,12 +205,11 @@ class Speed:
     @classmethod
     def resolve(cls, run: RunParams, device: torch.device) -> "Speed":
         cuda, cpu = device.type == "cuda", device.type == "cpu"
-        # bf16 autocast where the hardware does bf16 natively: CUDA GPUs that support it, and CPUs
-        # with AMX or AVX512-BF16, where bench/bf16_quality.py found generators as good as fp32's
-        # over 5 seeds and train_speed 2-2.5x as fast (docs/speed.md). Elsewhere bf16 is emulated,
-        # many times slower than fp32, so `auto` is fp32 there.
-        # On the CPU for the DCGAN only: bench/bf16_quality.py found the MLP GAN worse in bf16
-        # (FID +23.6 over 5 seeds, more than one fp32 seed sd), so the MLP stays fp32 there.
+        # bf16 autocast where the hardware does bf16 natively: CUDA GPUs that support it, and for
+        # the DCGAN CPUs with AMX or AVX512-BF16, where bench/bf16_quality.py found it as good as
+        # fp32 over 5 seeds and train_speed 2-2.8x as fast (docs/speed.md). The MLP GAN was worse
+        # in bf16 there (FID +23.6, more than one fp32 seed sd), so it stays fp32 on CPUs; and
+        # without those instructions bf16 is emulated, many times slower than fp32.
         fast_bf16 = torch.cuda.is_bf16_supported() if cuda else cpu and run.model == "dcgan" and cpu_has_fast_bf16()
         amp = torch.bfloat16 if run.precision == "bf16" or (run.precision == "auto" and fast_bf16) else None
         # channels_last pays on CUDA, and on the CPU only together with bf16 (oneDNN's AMX kernels).
@@ -419,9 +418,12 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
                     f"{run_name}: loss became NaN/Inf in epoch {epoch + 1} (loss_d={means[0]}, loss_g={means[1]}); "
                     f"{paths.checkpoint} still holds epoch {epoch}. Lower runs.{run_name}.lr or change the seed.")
             done = epoch + 1
-            # Every process settles the average (its BatchNorm may be global under DDP); the
-            # G that snapshots and evaluation see is the averaged one when there is one.
-            scored = ema.settled() if ema is not None else G
+            snapshot = snapshot_due(done, run.epochs, run.snapshot_every)
+            grid = done % run.sample_every == 0 or done == run.epochs
+            # The G that snapshots and grids show is the averaged one when there is one, settled
+            # only when one of them is due; every process settles it (its BatchNorm may be global
+            # under DDP), and the due epochs are the same on every process.
+            scored = ema.settled() if ema is not None and (snapshot or grid) else G
             if world.is_main:
                 seconds = time.perf_counter() - started
                 for name, value in zip(("loss_d", "loss_g", "d_real", "d_fake"), means):
@@ -429,9 +431,9 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
                 live.log_metric("images_per_s", n_images / seconds)
                 record.add_epoch(done, seconds, n_images / seconds)
                 progress.set_postfix(epoch=done, loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}")
-                if snapshot_due(done, run.epochs, run.snapshot_every):
+                if snapshot:
                     save_atomic(scored.state_dict(), snapshot_path(paths.root, done))
-                if done % run.sample_every == 0 or done == run.epochs:
+                if grid:
                     scored.eval()  # the grids show the G that evaluate scores
                     with torch.no_grad():
                         save_grid(scored(fixed_noise).float().cpu(), paths.samples / f"epoch_{done:04d}.png")
