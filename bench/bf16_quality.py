@@ -13,8 +13,7 @@ MNIST train split with the project's own loop (pipeline.train.train) and scored:
 
 - FID on Inception pool3 features: 10,000 samples (evaluate.seed's noise, eval-mode
   BatchNorm, uint8 as evaluate draws them) against the 10,000 test images, both through ONE
-  extractor, the compiled bf16 Inception (`inception_precision: bf16`, `inception_compile:
-  true`): ~4x faster than the standard fp32 network and fine for a relative comparison, but
+  extractor, the compiled bf16 Inception (`inception_precision: bf16-compiled`): ~4x faster than the standard fp32 network and fine for a relative comparison, but
   its numbers are not the standard FID and are not comparable with docs/results;
 - fid_domain: FID on the project's MNIST LeNet features, same samples and test images.
 

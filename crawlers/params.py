@@ -31,6 +31,17 @@ PAGE_SIZE_MAX: dict[str, int] = {"gelbooru": 100, "moebooru": 100, "danbooru": 2
 RATINGS: tuple[str, ...] = ("general", "safe", "sensitive", "questionable", "explicit")
 
 
+# Marks a key that changes how fast a stage runs and no number or file it makes: dvc.yaml leaves
+# it out of the stage's params, so changing it stales nothing (pipeline/config.py uses the same
+# mark; tests/test_config.py checks dvc.yaml against it).
+SPEED_ONLY = {"speed_only": True}
+
+
+def speed_only(field) -> bool:
+    """Whether a pydantic FieldInfo carries the SPEED_ONLY mark."""
+    return bool((field.json_schema_extra or {}).get("speed_only"))
+
+
 class ParamsError(ValueError):
     """Bad params; the message is one line naming the file and the key."""
 
@@ -112,7 +123,8 @@ class AnimeCrawlParams(_Strict):
     stop_after_known: int = Field(200, gt=0)  # a refresh stops a listing after this many known posts in a row
     max_file_size: int = Field(20 * 1024 * 1024, gt=0)  # bytes; larger posts are skipped, larger downloads aborted
     max_pixels: int = Field(89_478_485, gt=0)  # decompression-bomb limit (Pillow's default)
-    download_delay: float = Field(1.0, ge=0)  # seconds between requests to one host; 0 = no limit
+    # Seconds between requests to one host; 0 = no limit. Pacing only: the same posts either way.
+    download_delay: float = Field(1.0, ge=0, json_schema_extra=SPEED_ONLY)
     obey_robots: bool = True
     user_agent: str = "dcgan-pipeline/0.1 (+https://github.com/dcgan-pipeline/dcgan-pipeline)"
 

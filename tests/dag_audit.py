@@ -23,6 +23,7 @@ stage's deps and outs as DVC resolved them, and names every stage and file that 
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
 
 import yaml
@@ -143,3 +144,76 @@ def undeclared_access(repo: Path, log_dir: Path) -> list[str]:
             if not any(_inside(path, o) or _inside(o, path) or _staging_sibling(path, o) for o in outs + deps):
                 problems.append(f"{stage}: creates the folder {path}, which is not among its outs")
     return problems
+
+
+# --------------------------------------------------------------------------- params reads
+
+
+def _models_in(annotation) -> list[type]:
+    """The pydantic models an annotation holds (RunParams in dict[str, RunParams], ...)."""
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def params_fields(model=None, prefix: tuple[str, ...] = ()) -> dict[str, tuple[str, object]]:
+    """"<Model>.<field>" -> (its key in params.yaml, its FieldInfo), for every leaf field,
+    derived from pipeline/config.py's models: a run's key is runs.*.<field>, a crawl source's
+    anime.crawl.sources.*.<field>."""
+    from pipeline.config import Params
+
+    model = model or Params
+    out = {}
+    for name, field in model.model_fields.items():
+        inner = _models_in(field.annotation)
+        if not inner:
+            out[f"{model.__name__}.{name}"] = (".".join((*prefix, name)), field)
+            continue
+        origin = typing.get_origin(field.annotation)
+        step = (name, "*") if origin in (dict, list) else (name,)
+        for sub in inner:
+            out.update(params_fields(sub, (*prefix, *step)))
+    return out
+
+
+def _covers(tracked: str, key: str) -> bool:
+    """Whether the tracked params key `tracked` (dvc.lock: a section or a leaf) holds `key`."""
+    t, k = tracked.split("."), key.split(".")
+    return len(t) <= len(k) and all(a == b or b == "*" for a, b in zip(t, k))
+
+
+def declared_params(repo: Path) -> dict[str, list[str]]:
+    """stage -> the params keys dvc.lock says it tracks."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {name: sorted((entry.get("params") or {}).get("params.yaml", {})) for name, entry in lock.items()}
+
+
+def params_problems(repo: Path, log_dir: Path) -> list[str]:
+    """One line per stage and params key that disagree: a key the stage read that its `params:`
+    do not track (a change would not re-run it), unless the key is speed only, and a
+    speed-only key it tracks (a change would re-run it for nothing)."""
+    from pipeline.config import speed_only
+
+    fields = params_fields()
+    tracked = declared_params(repo)
+    problems = []
+    for log in sorted(log_dir.glob("*.log")):
+        lines = log.read_text().splitlines()
+        if not lines or not lines[0].startswith("STAGE "):
+            continue
+        stage = lines[0][len("STAGE "):]
+        run = stage.partition("@")[2]
+        for line in lines[1:]:
+            if not line.startswith("P "):
+                continue
+            key, field = fields[line[2:]]
+            key = key.replace("runs.*.", f"runs.{run}.") if stage.startswith(("train@", "evaluate@")) else key
+            if not speed_only(field) and not any(_covers(t, key) for t in tracked.get(stage, [])):
+                problems.append(f"{stage}: reads params key {key}, which its params in dvc.yaml do not track")
+    for stage, keys in sorted(tracked.items()):
+        for name, (key, field) in fields.items():
+            if speed_only(field) and any(_covers(t, key) for t in keys):
+                problems.append(f"{stage}: tracks the speed-only key {key} (a change would re-run it for nothing)")
+    return sorted(set(problems))

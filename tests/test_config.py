@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.config import speed_only
+from tests.dag_audit import _covers, params_fields
+
 from pipeline.config import Params, ParamsError, load_params
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,14 +122,54 @@ def test_every_params_key_dvc_tracks_is_in_params_yaml():
     assert not missing
 
 
-def test_params_yaml_spells_out_every_key_of_the_sections_that_decide_results():
-    """A default that lives only in config.py would change results behind DVC's back (DVC
-    tracks the file, not config.py): every run and the whole evaluate and mnist sections
-    are written out, the runs through a YAML anchor."""
-    from pipeline.config import EvaluateParams, MnistParams, RunParams
+def _values(node, parts: list[str]):
+    """Every value at a dotted path with `*` for each run / crawl source (KeyError if one lacks it)."""
+    if not parts:
+        return [node]
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        items = node.values() if isinstance(node, dict) else node
+        return [v for item in items for v in _values(item, rest)]
+    return _values(node[head], rest)
 
+
+def test_params_yaml_spells_out_every_key_of_every_model():
+    """A default that lives only in config.py would change results behind DVC's back (DVC tracks
+    the file, not config.py): every field of every params model, derived from the models
+    themselves (tests/dag_audit.py params_fields), is written out in params.yaml, for every run
+    and every crawl source."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    for name, run in raw["runs"].items():
-        assert set(run) == set(RunParams.model_fields), (name, set(RunParams.model_fields) - set(run))
-    assert set(raw["evaluate"]) == set(EvaluateParams.model_fields), set(EvaluateParams.model_fields) - set(raw["evaluate"])
-    assert set(raw["mnist"]) == set(MnistParams.model_fields)
+    fields = params_fields()
+    assert len(fields) > 90 and "AnimeFacesParams.near_duplicate_distance" in fields  # the walk reaches every section
+    missing = []
+    for name, (key, _) in fields.items():
+        try:
+            _values(raw, key.split("."))
+        except (KeyError, TypeError):
+            missing.append(key)
+    assert not missing, f"params.yaml lacks {missing}"
+
+
+def _stage_params(stage: dict, runs: list[str]) -> list[str]:
+    body = stage.get("do", stage)
+    keys = [k for entry in body.get("params", []) for k in ([entry] if isinstance(entry, str) else entry)]
+    names = runs if stage.get("foreach") == "${runs}" else [None]
+    return [k.replace("${key}", str(name)) for name in names for k in keys]
+
+
+def test_no_stage_tracks_a_speed_only_key_and_each_result_key_is_tracked_somewhere():
+    """Speed-only keys (config.SPEED_ONLY) are in no stage's params, so changing one re-runs
+    nothing; every other key is tracked by at least one stage (which stages read which key is
+    checked on a real `dvc repro` by the end-to-end test's params recorder)."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    runs = list(yaml.safe_load((REPO / "params.yaml").read_text())["runs"])
+    tracked = {name: _stage_params(stage, runs) for name, stage in stages.items()}
+    speed = {key for key, field in params_fields().values() if speed_only(field)}
+    assert {"evaluate.batch_size", "evaluate.inception_compile", "celeba.workers", "anime.faces.workers",
+            "anime.crawl.download_delay"} <= speed
+    wrong = [f"{stage}: {t} holds {key}" for stage, keys in tracked.items() for t in keys for key in speed
+             if _covers(t, key)]
+    assert not wrong
+    untracked = [key for key, field in params_fields().values() if not speed_only(field)
+                 and not any(_covers(t, key) for keys in tracked.values() for t in keys)]
+    assert not untracked, f"no stage tracks {untracked}"

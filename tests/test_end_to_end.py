@@ -11,7 +11,7 @@ from PIL import Image
 
 from pipeline.evaluate.inception_weights import WHEEL_FILE_SHA256
 from pipeline.smoke import smoke_repo
-from tests.dag_audit import audit_env, undeclared_access
+from tests.dag_audit import audit_env, params_problems, undeclared_access
 
 
 @pytest.mark.slow
@@ -28,6 +28,11 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
     assert {"STAGE crawl_anime", "STAGE domain_evaluator@mnist", "STAGE report"} <= recorded  # the recorder works
     problems = undeclared_access(repo, audit_log)
     assert not problems, "stages touch files dvc.yaml does not declare:\n" + "\n".join(problems)
+    # Every params key a stage's code read is tracked by its params in dvc.yaml, and no speed-only key is.
+    assert any(line.startswith("P EvaluateParams.") for path in audit_log.glob("*.log")
+               for line in path.read_text().splitlines())  # the params recorder works
+    problems = params_problems(repo, audit_log)
+    assert not problems, "params read but not tracked, or tracked for nothing:\n" + "\n".join(problems)
     for run in ("gan-mnist", "dcgan-mnist", "dcgan-celeba", "dcgan-anime"):
         run_dir = repo / "runs" / run
         for name in ("generator.pt", "discriminator.pt", "checkpoint.pt", "model.json", "samples/final.png"):
@@ -104,13 +109,34 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
 
     # Evaluation-only changes (sample counts, seed, probe, a new classifier) never retrain.
     original = (repo / "params.yaml").read_text()
-    for key, value in (("num_real", 900), ("probe_c_grid", [0.1]), ("classifier_epochs", 2), ("seed", 3)):
+
+    def stale_after(section: str, key: str, value) -> set[str]:
         changed = yaml.safe_load(original)
-        assert key in changed["evaluate"]
-        changed["evaluate"][key] = value
+        node = changed
+        for part in section.split("."):
+            node = node[part]
+        assert key in node, (section, key)
+        node[key] = value
         (repo / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
-        status = dvc("status")
-        assert "evaluate@dcgan-mnist" in status and "train@" not in status, (key, status)
+        return {line.rstrip(":") for line in dvc("status").splitlines() if line and not line[0].isspace()}
+
+    for key, value in (("num_real", 900), ("probe_c_grid", [0.1]), ("seed", 3)):
+        stale = stale_after("evaluate", key, value)
+        assert "evaluate@dcgan-mnist" in stale and not [s for s in stale if s.startswith("train@")], (key, stale)
+    stale = stale_after("evaluate", "classifier_epochs", 2)  # evaluate follows through the classifier, a dep
+    assert "domain_evaluator@mnist" in stale and not [s for s in stale if s.startswith("train@")], stale
+    # Speed-only keys (config.py's SPEED_ONLY mark) stale nothing: the same numbers, faster or slower.
+    for section, key, value in (("evaluate", "batch_size", 7), ("evaluate", "inception_compile", False),
+                                ("celeba", "workers", 1), ("anime.faces", "workers", 1),
+                                ("anime.crawl", "download_delay", 0.5)):
+        assert stale_after(section, key, value) == set(), (section, key)
+    # ... while a key beside them that changes a result stales exactly its stages.
+    assert stale_after("evaluate", "inception_precision", "bf16") == {
+        f"{stage}@{name}" for stage, names in (("fid_reference", ("mnist", "celeba", "anime")),
+                                               ("evaluate", ("gan-mnist", "dcgan-mnist", "dcgan-celeba", "dcgan-anime")))
+        for name in names}
+    assert stale_after("anime.faces", "margin", 0.5) == {"crop_anime_faces"}
+    assert stale_after("celeba", "mtcnn_device", "cpu") == {"ingest_celeba"}
     (repo / "params.yaml").write_text(original)
     assert "up to date" in dvc("status")
 

@@ -32,7 +32,7 @@ def test_a_run_writes_everything_the_contract_names(tmp_path, mnist_small, model
     run_dir = run_tiny(tmp_path, mnist_small, params=make_params(model=model))
     G, D, spec = load_trained(run_dir)  # weights_only=True inside
     assert spec == {"model": model, "dataset": "mnist", "image_size": 28, "channels": 1,
-                    "nz": 16, "ngf": 8, "ndf": 8, "seed": 0, "ema": None, "ema_bn_batches": None,
+                    "nz": 16, "ngf": 8, "ndf": 8, "batch_size": 32, "seed": 0, "ema": None, "ema_bn_batches": None,
                     "scored_generator": "generator.pt"}
     for name in ("generator.pt", "discriminator.pt"):
         torch.load(run_dir / name, weights_only=True)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from pipeline.config import Params
 from pipeline.datasets import read_dataset, staged_dir
 from pipeline.device import resolve_device
-from pipeline.evaluate.images import dataset_images, generate_uint8
+from pipeline.evaluate.images import dataset_images, generate_uint8, sample_batch_size
 from pipeline.evaluate.reference import reference_index
 from pipeline.models import load_trained
 
@@ -44,7 +44,7 @@ def generated_images(run_dir: Path | str, params: Params, num: int | None = None
                          f"protocol {p.protocol}); ask for at most that many")
     device = resolve_device(p.device)
     generator, _, spec = load_trained(run_dir, device)
-    images = generate_uint8(generator, p.samples, spec["nz"], p.seed, p.batch_size, device, p.sample_mode)
+    images = generate_uint8(generator, p.samples, spec["nz"], p.seed, sample_batch_size(p, spec), device, p.sample_mode)
     return images[:num]
 
 

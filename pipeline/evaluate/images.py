@@ -41,6 +41,18 @@ def sorted_subset(dataset: Dataset, split: str, limit: int | None, seed: int) ->
     return np.sort(index)
 
 
+def sample_batch_size(p, spec: dict) -> int:
+    """The batches G is drawn in. eval mode: any size gives the same images, so evaluate.batch_size
+    (speed only). train mode: BatchNorm normalises each batch by its own statistics, so the size
+    is part of the images: the run's own training batch (model.json), as pytorch/examples samples."""
+    if p.sample_mode != "train":
+        return p.batch_size
+    if spec.get("batch_size") is None:
+        raise ValueError("evaluate.sample_mode train draws G in its training batches, and this run's model.json "
+                         "predates recording them: retrain it (dvc repro train@<run>)")
+    return spec["batch_size"]
+
+
 @torch.no_grad()
 def generate_uint8(generator: nn.Module, n: int, nz: int, seed: int, batch_size: int,
                    device: torch.device | str = "cpu", mode: str = "eval") -> torch.Tensor:
@@ -49,7 +61,8 @@ def generate_uint8(generator: nn.Module, n: int, nz: int, seed: int, batch_size:
     The noise is drawn on the CPU from its own generator, so the same seed gives the same images
     on every device. `mode` is evaluate.sample_mode: "eval" normalises with BatchNorm's running
     statistics (the same images whatever the batch size); "train" with each batch's own
-    statistics, as pytorch/examples samples (then `batch_size` is part of the protocol). A
+    statistics, as pytorch/examples samples (then `batch_size` is part of the images:
+    sample_batch_size). A
     train-mode draw runs on a copy, so G's running statistics are never changed.
     """
     if mode not in ("eval", "train"):

@@ -9,9 +9,12 @@ Speed on a CPU: the network runs under `inference_mode` with channels-last weigh
 fp32 arithmetic, about twice as fast through oneDNN); `evaluate.inception_precision: bf16` adds
 bfloat16 autocast (AMX / avx512_bf16 CPUs and GPUs), faster again but not the standard
 protocol's arithmetic: the precision is recorded with every number (bench/inception_speed.py,
-bench/inception_precision.py measure both). `evaluate.inception_compile` runs it through
-torch.compile: the same fp32 arithmetic to about 2e-6 relative, 1.5x faster on the 2-core CPU,
-after about 45 s of compilation, which is why `auto` compiles only sets large enough to repay it.
+bench/inception_precision.py measure both). `evaluate.inception_compile` runs fp32 through
+torch.compile: the same arithmetic to about 2e-6 relative, 1.5x faster on the 2-core CPU,
+after about 45 s of compilation, which is why `auto` compiles only sets large enough to repay it
+(speed only: no stage re-runs when it changes). bf16 through torch.compile rounds at other
+places than plain bf16, so it is its own precision, `inception_precision: bf16-compiled`
+(EvaluateParams.inception_arithmetic turns the params into precision and compile).
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ def extractor_identity(source: WeightsSource, *, antialias: bool, precision: str
     """Everything that makes the features what they are; recorded in protocol.json and the
     references, and the key of the feature memory. The device kind is in it because CUDA's
     and the CPU's convolutions agree to about 1e-6, not bit for bit. torch.compile is in it only
-    for bf16 (`inception_compile: true`): in fp32 it reorders the same arithmetic (2e-6
+    for bf16 (`inception_precision: bf16-compiled`): in fp32 it reorders the same arithmetic (2e-6
     relative, as channels-last does), so compiled and uncompiled fp32 features are the same for
     every digit FID prints, and `auto` never compiles bf16 (_wants_compile)."""
     _check_compile(compile)

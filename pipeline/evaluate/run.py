@@ -43,7 +43,7 @@ from pipeline.evaluate.classifier import NUM_CLASSES, classify, load_classifier
 from pipeline.evaluate.coverage import mode_coverage
 from pipeline.evaluate.fid import SET_METRIC_MAX, FrechetReference, RankDeficient, all_distances, check_rank, \
     feature_statistics
-from pipeline.evaluate.images import dataset_images, generate_uint8, sorted_subset
+from pipeline.evaluate.images import dataset_images, generate_uint8, sample_batch_size, sorted_subset
 from pipeline.evaluate.inception import extractor_identity, load_inception, remembered_features
 from pipeline.evaluate.names import DISTANCES, domain_name
 from pipeline.evaluate.plots import class_histogram_figure, save_figure
@@ -93,7 +93,7 @@ def _check_extractor(reference, identity: dict, dataset: str) -> None:
         if theirs.get(key) != identity.get(key):
             raise ReferenceError(f"{reference.path}: Inception {key} is {theirs.get(key)!r} there, "
                                  f"{identity.get(key)!r} now (evaluate.inception_weights / antialias / "
-                                 f"inception_precision / inception_compile); rerun fid_reference@{dataset}")
+                                 f"inception_precision); rerun fid_reference@{dataset}")
 
 
 def _distances(features: np.ndarray, real: FeatureSet, frechet: FrechetReference, space: str,
@@ -157,7 +157,8 @@ def training_curve(run_dir: Path, spec: dict, params: Params, device: torch.devi
 
     for epoch, path in list_snapshots(run_dir):
         generator.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-        fakes = generate_uint8(generator, p.curve_samples, spec["nz"], p.seed, p.batch_size, device, p.sample_mode)
+        fakes = generate_uint8(generator, p.curve_samples, spec["nz"], p.seed, sample_batch_size(p, spec), device,
+                               p.sample_mode)
         row = dict.fromkeys(CURVE_COLUMNS)
         row["epoch"] = epoch
         if domain is not None:
@@ -171,7 +172,7 @@ def training_curve(run_dir: Path, spec: dict, params: Params, device: torch.devi
             # network's minutes are not spent on an empty cell.)
             model, identity, real = inception
             features = remembered_features(model, identity, fakes, batch_size=p.batch_size, device=device,
-                                           compile=p.inception_compile, desc=f"inception epoch {epoch}")
+                                           compile=p.inception_arithmetic[1], desc=f"inception epoch {epoch}")
             row["fid"], row["fid_std"] = fid(features, real, "Inception")
         rows.append(row)
     return rows
@@ -223,14 +224,15 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
     reference = load_reference(reference_dir)
     _check_reference(reference, params, spec, classifier_path, dataset)
 
-    fakes = generate_uint8(generator, p.samples, spec["nz"], p.seed, p.batch_size, device, p.sample_mode)
+    fakes = generate_uint8(generator, p.samples, spec["nz"], p.seed, sample_batch_size(p, spec), device, p.sample_mode)
     metrics: dict = {key: None for key in (*DISTANCES, *map(domain_name, DISTANCES))}
     metrics.update({"mode_coverage": None, "mode_kl": None, "fid_floor": None, "fid_domain_floor": None,
                     "num_samples": len(fakes), "num_real": reference.info["num_real"]})
     protocol: dict = {
         "protocol": p.protocol,
         "generated": {"count": len(fakes), "sample_mode": p.sample_mode, "noise": "N(0, 1), seeded",
-                      "seed": p.seed, "batch_size": p.batch_size, "quantised": "uint8, as a saved PNG",
+                      "seed": p.seed, **({"batch_size": spec["batch_size"]} if p.sample_mode == "train" else {}),
+                      "quantised": "uint8, as a saved PNG",
                       "generator": scored_generator(spec)},
         "real": {"split": reference.info["split"], "count": reference.info["num_real"], "dataset": spec["dataset"]},
         "set_metrics_max": SET_METRIC_MAX,
@@ -263,11 +265,11 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
 
     if p.inception:
         model, source = load_inception(p.inception_weights, antialias=p.antialias, device=device)
-        identity = extractor_identity(source, antialias=p.antialias, precision=p.inception_precision,
-                                      device=device, compile=p.inception_compile)
+        identity = extractor_identity(source, antialias=p.antialias, precision=p.inception_arithmetic[0],
+                                      device=device, compile=p.inception_arithmetic[1])
         _check_extractor(reference, identity, spec["dataset"])
         features = remembered_features(model, identity, fakes, batch_size=p.batch_size, device=device,
-                                       compile=p.inception_compile,
+                                       compile=p.inception_arithmetic[1],
                                        desc=f"inception {run_name}")
         inception_frechet = reference.inception.frechet()
         inception_space = (model, identity, inception_frechet)

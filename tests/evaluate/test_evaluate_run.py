@@ -178,8 +178,8 @@ def test_evaluate_with_the_standard_inception_path(tmp_path, mnist_dir, classifi
         evaluate_run("gan-tiny", run, mnist_dir, ref_dir, stale, classifier_path=classifier[0])
     # Compiled bf16 rounds differently from the reference's uncompiled fp32: refused by name, the
     # key being the run's alone (the reference has no `compiled`).
-    compiled = make_params(inception=True, inception_weights=str(inception_weights), inception_precision="bf16",
-                           inception_compile=True)
+    compiled = make_params(inception=True, inception_weights=str(inception_weights),
+                           inception_precision="bf16-compiled")
     with pytest.raises(ReferenceError, match="Inception compiled is None there, True now"):
         evaluate_run("gan-tiny", run, mnist_dir, ref_dir, compiled, classifier_path=classifier[0])
 

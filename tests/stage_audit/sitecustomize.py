@@ -62,3 +62,42 @@ if _STAGE and _LOG_DIR and _ROOT:
             _record("W", args[0])
 
     sys.addaudithook(_hook)
+
+    # Params reads: every leaf field a stage process reads off the project's params models
+    # (pipeline/config.py, crawlers/params.py), as "P <Model>.<field>", so the audit can check
+    # that the stage's `params:` in dvc.yaml track it (tests/dag_audit.py, params_problems).
+    # Attribute reads only: what pydantic itself touches while validating or dumping is not a
+    # decision of the stage's code.
+    def _record_params():
+        try:
+            import pydantic
+        except ImportError:
+            return
+        original = pydantic.BaseModel.__getattribute__
+        validating = [0]  # reads inside pydantic's validation (the models' own validators) decide nothing
+
+        def __getattribute__(self, name):
+            value = original(self, name)
+            if name[0] != "_" and not validating[0]:
+                cls = type(self)
+                if cls.__module__.startswith(("pipeline.", "crawlers.")) and name in cls.__pydantic_fields__:
+                    key = ("P", f"{cls.__name__}.{name}")
+                    if key not in _seen:
+                        _seen.add(key)
+                        os.write(_fd, f"P {cls.__name__}.{name}\n".encode())
+            return value
+
+        def quiet(method):
+            def wrapper(*args, **kwargs):
+                validating[0] += 1
+                try:
+                    return method(*args, **kwargs)
+                finally:
+                    validating[0] -= 1
+            return wrapper
+
+        pydantic.BaseModel.__getattribute__ = __getattribute__
+        pydantic.BaseModel.__init__ = quiet(pydantic.BaseModel.__init__)
+        pydantic.BaseModel.model_validate = classmethod(quiet(pydantic.BaseModel.model_validate.__func__))
+
+    _record_params()
