@@ -118,7 +118,7 @@ class AnimeCrawlParams(_Strict):
     min_width: int = Field(256, ge=0)
     min_height: int = Field(256, ge=0)
     # Most new posts one run downloads, over all sources together. 20,000 posts give the
-    # default set its >= 10,000 faces (docs/crawling.md: about 6 hours at the polite rate).
+    # default set about 10,000 faces (docs/crawling.md: about 5.6 hours at the polite rate).
     max_posts: int = Field(20_000, gt=0)
     stop_after_known: int = Field(200, gt=0)  # a refresh stops a listing after this many known posts in a row
     max_file_size: int = Field(20 * 1024 * 1024, gt=0)  # bytes; larger posts are skipped, larger downloads aborted

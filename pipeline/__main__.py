@@ -100,7 +100,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     count = write_pngs(generated_images(RUNS_DIR / args.run, params, args.num), args.out, desc=f"{args.run} samples")
     print(f"wrote {count} generated images of {args.run} to {args.out}")
     if args.real is not None:
-        count = write_pngs(real_images(DATASETS_DIR / run.dataset, params, args.num), args.real, desc="real images")
+        count = write_pngs(real_images(run.dataset, DATASETS_DIR / run.dataset, params, args.num), args.real, desc="real images")
         print(f"wrote {count} real reference images of {run.dataset} to {args.real}")
 
 

@@ -287,8 +287,9 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
                   "Runs that differ only in `seed`: mean over the evaluated seeds ± its standard error (std across "
                   "seeds / √n; GAN results swing with the seed, Lucic et al. 2018). The std across seeds holds each "
                   "run's sampling noise and the seed's luck.", ""]
-        columns = [(k, s, t, f) for k, s, t, f in [*quality, *probe] if s or k in ("mode_coverage", "mode_kl",
-                                                                                  "recall", "recall_domain")]
+        # Every quality and probe column: the seed groups are what README and docs/results.md quote.
+        columns = [(k, s, t, f) for k, s, t, f in [*quality, *probe] if s or k in (
+            "mode_coverage", "mode_kl", "precision", "recall", "precision_domain", "recall_domain")]
         columns = _present(columns, evaluated)
         rows = []
         for group, names in groups.items():
@@ -579,7 +580,7 @@ def _write(runs: dict[str, RunView], out: Path) -> None:
     (out / "samples").mkdir()
     (out / "figures").mkdir()
     lines = ["# GAN / DCGAN runs", "",
-             f"{len(runs)} runs from params.yaml. FID and KID: lower is better; precision, recall, classes covered "
+             f"{len(runs)} runs (the `runs` of the params.yaml they were trained with). FID and KID: lower is better; precision, recall, classes covered "
              "and probe accuracy: higher is better; KL(uniform) of the generated class histogram: 0 is every digit "
              "equally often, 2.30 is one digit only (mode collapse).", ""]
     lines += metric_tables(runs)

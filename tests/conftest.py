@@ -37,9 +37,14 @@ def mnist_small(tmp_path_factory, mnist_source) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """`gpu`-marked tests need CUDA; elsewhere they are skipped (bench/gpu_check.sh runs them)."""
+    """`gpu`-marked tests need CUDA; elsewhere they are skipped (bench/gpu_check.sh runs them).
+    `manual` ones (a whole run of minutes) run only when asked for: `pytest -m manual`."""
     import torch
 
+    if "manual" not in (config.option.markexpr or ""):
+        for item in items:
+            if "manual" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason="a whole run of minutes: pytest -m manual runs it"))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (run bench/gpu_check.sh on a GPU machine)")

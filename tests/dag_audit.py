@@ -208,6 +208,8 @@ def params_problems(repo: Path, log_dir: Path) -> list[str]:
         for line in lines[1:]:
             if not line.startswith("P "):
                 continue
+            if line[2:] not in fields:
+                continue  # a section or a list of models (Params.runs, AnimeCrawlParams.sources): its leaves are read next
             key, field = fields[line[2:]]
             key = key.replace("runs.*.", f"runs.{run}.") if stage.startswith(("train@", "evaluate@")) else key
             if not speed_only(field) and not any(_covers(t, key) for t in tracked.get(stage, [])):

@@ -38,18 +38,18 @@ def write_pngs(images: torch.Tensor, out: Path | str, desc: str = "png") -> int:
 
 def generated_images(run_dir: Path | str, params: Params, num: int | None = None) -> torch.Tensor:
     """The first `num` (default all) of the images evaluate scores for the run in `run_dir`."""
-    p = params.evaluate
+    device = resolve_device(params.evaluate.device)
+    generator, _, spec = load_trained(run_dir, device)
+    p = params.for_dataset(spec["dataset"]).evaluate
     if num is not None and num > p.samples:
         raise ValueError(f"--num {num}: evaluate scores {p.samples} generated images (evaluate.num_samples / "
                          f"protocol {p.protocol}); ask for at most that many")
-    device = resolve_device(p.device)
-    generator, _, spec = load_trained(run_dir, device)
     images = generate_uint8(generator, p.samples, spec["nz"], p.seed, sample_batch_size(p, spec), device, p.sample_mode)
     return images[:num]
 
 
-def real_images(dataset_dir: Path | str, params: Params, num: int | None = None) -> torch.Tensor:
+def real_images(dataset_name: str, dataset_dir: Path | str, params: Params, num: int | None = None) -> torch.Tensor:
     """The first `num` (default all) real images behind the dataset's reference statistics."""
     dataset = read_dataset(dataset_dir)
-    index, _, _ = reference_index(dataset, params.evaluate)
+    index, _, _ = reference_index(dataset, params.for_dataset(dataset_name).evaluate)
     return dataset_images(dataset, index[:num])

@@ -114,6 +114,7 @@ def reference_index(dataset, p) -> tuple[np.ndarray, np.ndarray, str | None]:
 def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path | str, params: Params,
                       classifier_path: Path | str | None = None) -> dict:
     """Compute the real-image features, statistics and floor of one dataset; returns reference.json's content."""
+    params = params.for_dataset(dataset_name)
     p = params.evaluate
     device = resolve_device(p.device)
     dataset = read_dataset(dataset_dir)

@@ -213,11 +213,12 @@ def _floor(reference, space: str) -> dict | None:
 def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, reference_dir: Path | str,
                  params: Params, classifier_path: Path | str | None = None) -> dict:
     """Evaluate one trained run; writes runs/<run>/metrics.json, curve.tsv and eval/; returns the metrics."""
-    p = params.evaluate
     run_dir = Path(run_dir)
     classifier_path = None if classifier_path is None else Path(classifier_path)
-    device = resolve_device(p.device)
+    device = resolve_device(params.evaluate.device)
     generator, discriminator, spec = load_trained(run_dir, device)
+    params = params.for_dataset(spec["dataset"])  # the dataset's protocol (evaluate.protocol_per_dataset)
+    p = params.evaluate
     dataset = read_dataset(dataset_dir)
     if dataset.channels != spec["channels"]:
         raise ValueError(f"{run_dir}: the run has {spec['channels']} channels, {dataset.path} has {dataset.channels}")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -41,9 +43,15 @@ def crawl_command(tmp_path: Path, board, out: Path, **overrides) -> list[str]:
             "-s", "RETRY_BACKOFF_BASE=0.05"]
 
 
-def run_crawl(tmp_path: Path, board, out: Path, **overrides) -> tuple[subprocess.CompletedProcess, dict]:
-    result = subprocess.run(crawl_command(tmp_path, board, out, **overrides), cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+def run_crawl(tmp_path: Path, board, out: Path, send_log: Path | None = None,
+              **overrides) -> tuple[subprocess.CompletedProcess, dict]:
+    """The crawler's CLI on `board`; with `send_log`, every request's send time goes there
+    (send_times.py; read it back with sent())."""
+    command, env = crawl_command(tmp_path, board, out, **overrides), None
+    if send_log is not None:
+        command += ["-s", 'DOWNLOAD_HANDLERS={"http": "tests.crawlers.send_times.SendTimeHandler"}']
+        env = {**os.environ, "CRAWL_SEND_LOG": str(send_log)}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     stats_file = out / "crawl_stats.json"
     summary = json.loads(stats_file.read_text()) if stats_file.exists() else {}
     return result, summary
@@ -69,3 +77,14 @@ def check_manifest_integrity(out: Path) -> list[dict]:
     assert len({e["md5"] for e in entries}) == len(entries), "a post is listed twice"
     assert len({e["sha256"] for e in entries}) == len(entries), "the same bytes are listed twice"
     return entries
+
+
+def sent(send_log: Path, port: int | None = None, robots: bool = False) -> list[tuple[float, str]]:
+    """(time.monotonic() when the crawler sent it, url) of each request in a send log, in order;
+    only those to `port` if given, robots.txt only if asked for."""
+    rows = []
+    for line in send_log.read_text().splitlines():
+        stamp, _, url = line.partition(" ")
+        if (robots or not url.endswith("/robots.txt")) and (port is None or urlsplit(url).port == port):
+            rows.append((float(stamp), url))
+    return sorted(rows)

@@ -7,7 +7,7 @@ import json
 import socket
 from itertools import pairwise
 
-from crawl_helpers import check_manifest_integrity, run_crawl, source
+from crawl_helpers import check_manifest_integrity, run_crawl, sent, source
 from mock_board import MockBoard, make_post
 
 DELAY = 0.3
@@ -28,10 +28,12 @@ def test_two_boards_on_two_hosts_fill_one_store_each_at_the_polite_rate(tmp_path
         # Two host names for the two servers: 127.0.0.1 and localhost.
         moe_url = f"http://localhost:{moe.port}"
         sources = [source(gel), source(moe, moe_url)]
-        result, summary = run_crawl(tmp_path, sources, out_dir, download_delay=DELAY)
+        log = tmp_path / "sent.log"  # gaps where the crawler sends (send_times.py), not where the board serves
+        result, summary = run_crawl(tmp_path, sources, out_dir, send_log=log, download_delay=DELAY)
         assert result.returncode == 0, result.stderr[-3000:]
-        gel_times = [e["time"] for e in gel.requests() if e["kind"] != "robots"]
-        moe_times = [e["time"] for e in moe.requests() if e["kind"] != "robots"]
+        gel_times = [t for t, _ in sent(log, gel.port)]
+        moe_times = [t for t, _ in sent(log, moe.port)]
+        assert len(gel_times) == len([e for e in gel.requests() if e["kind"] != "robots"])
         fetched_shared = len(gel.image_requests(7)) + len(moe.image_requests(107))
 
     entries = check_manifest_integrity(out_dir)
@@ -53,9 +55,10 @@ def test_two_sources_on_one_host_share_its_politeness_slot(tmp_path, out_dir):
     posts = [make_post(i, tags=["1girl", "solo"] if i % 2 else ["1girl", "smile"]) for i in range(1, 9)]
     with MockBoard("gelbooru", posts) as board, MockBoard("gelbooru", [make_post(i) for i in range(50, 54)]) as other:
         sources = [source(board, tags="1girl solo"), source(board, tags="1girl smile"), source(other)]
-        result, summary = run_crawl(tmp_path, sources, out_dir, download_delay=DELAY)
+        log = tmp_path / "sent.log"
+        result, summary = run_crawl(tmp_path, sources, out_dir, send_log=log, download_delay=DELAY)
         assert result.returncode == 0, result.stderr[-3000:]
-        times = [e["time"] for b in (board, other) for e in b.requests() if e["kind"] != "robots"]
+        times = [t for t, _ in sent(log)]  # both servers: one host name, 127.0.0.1
     assert len(check_manifest_integrity(out_dir)) == 12
     assert [s["new"] for s in summary["sources"]] == [4, 4, 4]
     # One host, one slot: every request to 127.0.0.1 (any port, any source) DELAY apart.

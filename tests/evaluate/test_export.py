@@ -43,7 +43,7 @@ def test_the_pngs_are_the_images_evaluate_scores(tmp_path, mnist_dir):
 def test_torch_fidelity_scores_the_exported_folders_to_our_kid(tmp_path, mnist_dir, inception_weights):
     params = make_params(num_samples=COUNT, num_real=COUNT, inception=True, inception_weights=str(inception_weights))
     run_dir = make_run(tmp_path / "run", "gan")
-    fakes, reals = generated_images(run_dir, params), real_images(mnist_dir, params)
+    fakes, reals = generated_images(run_dir, params), real_images("mnist", mnist_dir, params)
     write_pngs(fakes, tmp_path / "fake")
     write_pngs(reals, tmp_path / "real")
     # Ours: the project's Inception and KID on the same images, in memory.
