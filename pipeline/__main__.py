@@ -84,11 +84,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import json
 
     from pipeline.evaluate.run import evaluate_run
+    from pipeline.models import read_model_spec
 
     params = load_params(args.params)
-    run = params.run(args.run)
-    metrics = evaluate_run(args.run, RUNS_DIR / args.run, DATASETS_DIR / run.dataset, REFERENCE_DIR / run.dataset,
-                           params, classifier_for(run.dataset))
+    params.run(args.run)  # an unknown run is a params error, before anything is read
+    # The dataset the run was trained on, from its own record (model.json, a dep of the stage):
+    # the stage tracks no runs.* key, and a new runs.<run>.dataset retrains first anyway.
+    dataset = read_model_spec(RUNS_DIR / args.run)["dataset"]
+    metrics = evaluate_run(args.run, RUNS_DIR / args.run, DATASETS_DIR / dataset, REFERENCE_DIR / dataset,
+                           params, classifier_for(dataset))
     print(json.dumps(metrics, indent=2))
 
 

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from tests.dvc_helpers import run
 from pipeline.smoke import REPO
@@ -48,3 +49,19 @@ def test_the_mnist_classifier_runs_after_the_mnist_ingest(dag_repo):
     # It trains on data/datasets/mnist: without that dep, `dvc repro` could order it first and
     # call it up to date after a new MNIST.
     assert "ingest_mnist" in upstream(dag_repo, "domain_evaluator@mnist")
+
+
+def test_an_mnist_only_report_builds_nothing_for_faces(tmp_path):
+    """`dvc repro report` (what `make repro` runs) reaches only what the runs need: with MNIST
+    runs alone, no crawl, no CelebA, no face reference (a bare `dvc repro` would build every
+    dataset stage: their foreach lists are fixed, docs/pipeline.md)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["runs"] = {name: run for name, run in params["runs"].items() if run["dataset"] == "mnist"}
+    assert set(params["runs"]) == {"gan-mnist", "dcgan-mnist"}
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    run(["dvc", "init", "-q"], tmp_path)
+    stages = upstream(tmp_path, "report")
+    assert all(s in stages for s in ("ingest_mnist", "fid_reference@mnist", "evaluate@gan-mnist", "evaluate@dcgan-mnist"))
+    assert not any(word in stages for word in ("crawl", "crop", "celeba", "anime")), stages

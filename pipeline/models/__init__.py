@@ -54,16 +54,21 @@ def list_snapshots(run_dir: Path | str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def read_model_spec(run_dir: Path | str) -> dict:
+    """A trained run's model.json: what G and D are, and what they were trained on."""
+    spec_file = Path(run_dir) / SPEC_FILE
+    if not spec_file.is_file():
+        raise MissingInputError(f"{spec_file}: not found; train this run first (python -m pipeline train <run>)")
+    return json.loads(spec_file.read_text())
+
+
 def load_trained(run_dir: Path | str, device: str | torch.device = "cpu",
                  averaged: bool = True) -> tuple[nn.Module, nn.Module, dict]:
     """(generator, discriminator, spec) of a finished run, in eval mode, on `device`. The
     generator is the one evaluate scores: the averaged G (ema/generator.pt) when the run kept
     one and `averaged`, else G as trained; spec["scored_generator"] says which file."""
     run_dir = Path(run_dir)
-    spec_file = run_dir / SPEC_FILE
-    if not spec_file.is_file():
-        raise MissingInputError(f"{spec_file}: not found; train this run first (python -m pipeline train <run>)")
-    spec = json.loads(spec_file.read_text())
+    spec = read_model_spec(run_dir)
     G, D = build_models(spec["model"], image_size=spec["image_size"], channels=spec["channels"],
                         nz=spec["nz"], ngf=spec["ngf"], ndf=spec["ndf"])
     g_file = f"{EMA_DIR}/generator.pt" if averaged and spec.get("ema") is not None else "generator.pt"

@@ -200,9 +200,18 @@ def test_annotation_files_must_list_the_same_images(tmp_path):
         ingest(source, tmp_path / "out")
 
 
-def test_unknown_probe_attribute_names_the_param(layouts, tmp_path):
-    with pytest.raises(CelebaError, match=r"celeba\.probe_attributes: Handsome not among"):
-        ingest(layouts["torchvision"], tmp_path / "out", probe_attributes=["Male", "Handsome"])
+def test_probe_attributes_are_evaluates_and_an_unknown_one_names_the_param(layouts, tmp_path):
+    """The ingest keeps every attribute and does not read celeba.probe_attributes (so changing
+    them never re-ingests); the probe checks them against what the dataset holds."""
+    from pipeline.config import Params
+    from pipeline.evaluate.probe import probe_tasks
+
+    out = ingest(layouts["torchvision"], tmp_path / "out", probe_attributes=["Male", "Handsome"])
+    params = Params(runs={}, celeba=CelebaParams(probe_attributes=["Male", "Handsome"]))
+    with pytest.raises(ValueError, match=r"celeba\.probe_attributes: 'Handsome' is not an attribute of"):
+        probe_tasks(read_dataset(out), params)
+    (name, labels), = probe_tasks(read_dataset(out), Params(runs={}, celeba=CelebaParams(probe_attributes=["Male"])))
+    assert name == "Male" and set(np.unique(labels)) <= {0, 1}
 
 
 def test_failed_download_says_what_to_do_instead(tmp_path, monkeypatch):
