@@ -264,11 +264,12 @@ def ingest_celeba(params: CelebaParams, out_dir: Path, *, download_root: Path = 
         writer.attrs = ann.attrs[kept]
         train = ann.attrs[kept & (ann.split == SPLITS["train"])]
         writer.meta.update(
-            params=params.model_dump(),
+            # The keys that made these bytes: not workers (speed only) nor probe_attributes
+            # (evaluate's), which the stage does not track, so they cannot change its output.
+            params=params.model_dump(exclude={"workers", "probe_attributes"}),
             layout=f"{files.layout} {files.images.kind}",
             images_from=str(files.images.path),
             attr_names=ann.attr_names,  # column names of attrs.npy (the datasets.py contract)
-            probe_attributes=list(params.probe_attributes),
             # Share of positives per attribute on the train rows: how balanced each one is.
             attr_positive_fraction=dict(zip(ann.attr_names, np.round(train.mean(axis=0), 4).tolist()))
             if len(train) else {},
