@@ -118,7 +118,8 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
         assert key in node, (section, key)
         node[key] = value
         (repo / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
-        return {line.rstrip(":") for line in dvc("status").splitlines() if line and not line[0].isspace()}
+        # `dvc status` names each stale stage on an unindented line ending in ":".
+        return {line[:-1] for line in dvc("status").splitlines() if line.endswith(":") and not line[0].isspace()}
 
     for key, value in (("num_real", 900), ("probe_c_grid", [0.1]), ("seed", 3)):
         stale = stale_after("evaluate", key, value)
