@@ -151,16 +151,17 @@ def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path 
                 info["floor"]["domain"] = _floor(floor, real, "MNIST-classifier", params)
         if p.inception:
             model, source = load_inception(p.inception_weights, antialias=p.antialias, device=device)
-            identity = extractor_identity(source, antialias=p.antialias, precision=p.inception_arithmetic[0],
-                                          device=device, compile=p.inception_arithmetic[1])
+            precision, compile_setting = p.inception_arithmetic
+            identity = extractor_identity(source, antialias=p.antialias, precision=precision,
+                                          device=device, compile=compile_setting)
             real = _feature_set(remembered_features(model, identity, images, batch_size=p.batch_size, device=device,
-                                                    compile=p.inception_arithmetic[1],
+                                                    compile=compile_setting,
                                                     desc=f"inception {dataset_name}"), p.seed)
             _save(tmp / "inception.npz", real)
             info["inception"] = {"feature": "pool3_2048", "dim": int(real.mu.shape[0]), **identity}
             if floor_images is not None:
                 floor = remembered_features(model, identity, floor_images, batch_size=p.batch_size, device=device,
-                                            compile=p.inception_arithmetic[1],
+                                            compile=compile_setting,
                                             desc=f"inception {dataset_name} (floor)")
                 info["floor"]["inception"] = _floor(floor, real, "Inception", params)
         write_json_atomic(tmp / INFO_FILE, info)

@@ -266,11 +266,12 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
 
     if p.inception:
         model, source = load_inception(p.inception_weights, antialias=p.antialias, device=device)
-        identity = extractor_identity(source, antialias=p.antialias, precision=p.inception_arithmetic[0],
-                                      device=device, compile=p.inception_arithmetic[1])
+        precision, compile_setting = p.inception_arithmetic
+        identity = extractor_identity(source, antialias=p.antialias, precision=precision,
+                                      device=device, compile=compile_setting)
         _check_extractor(reference, identity, spec["dataset"])
         features = remembered_features(model, identity, fakes, batch_size=p.batch_size, device=device,
-                                       compile=p.inception_arithmetic[1],
+                                       compile=compile_setting,
                                        desc=f"inception {run_name}")
         inception_frechet = reference.inception.frechet()
         inception_space = (model, identity, inception_frechet)
