@@ -42,6 +42,14 @@ def speed_only(field) -> bool:
     return bool((field.json_schema_extra or {}).get("speed_only"))
 
 
+def result_keys(model, *, also_exclude: frozenset[str] = frozenset(), **dump_kwargs) -> dict:
+    """`model` dumped without its SPEED_ONLY fields (and `also_exclude`): the keys that made an
+    output, for a meta.json. Derived from the marks, so a key marked speed-only later leaves
+    every meta.json at once, as it leaves the stage's tracked params."""
+    speed = {name for name, field in type(model).model_fields.items() if speed_only(field)}
+    return model.model_dump(exclude=speed | set(also_exclude), **dump_kwargs)
+
+
 class ParamsError(ValueError):
     """Bad params; the message is one line naming the file and the key."""
 

@@ -24,7 +24,7 @@ from crawlers.params import (PARAMS_FILE, RAW_ANIME_DIR, AnimeCrawlParams, Missi
 # pure inference, compiling fp32): dvc.yaml leaves it out of the stage's params, so changing it
 # stales nothing (tests/test_config.py checks dvc.yaml against the marks; the end-to-end test
 # checks each with `dvc status`).
-from crawlers.params import SPEED_ONLY, speed_only  # noqa: F401
+from crawlers.params import SPEED_ONLY, result_keys, speed_only  # noqa: F401
 
 # Fixed layout (DESIGN.md). Relative to the repository root, where DVC runs every stage.
 DATASETS_DIR = Path("data/datasets")

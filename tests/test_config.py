@@ -173,3 +173,17 @@ def test_no_stage_tracks_a_speed_only_key_and_each_result_key_is_tracked_somewhe
     untracked = [key for key, field in params_fields().values() if not speed_only(field)
                  and not any(_covers(t, key) for keys in tracked.values() for t in keys)]
     assert not untracked, f"no stage tracks {untracked}"
+
+
+def test_meta_json_params_leave_out_exactly_the_speed_only_keys():
+    """The datasets' meta.json records the keys that made their bytes (config.result_keys): every
+    field of the model but the SPEED_ONLY ones, so two crops that differ only in workers write the
+    same meta.json and the same dataset hash."""
+    from pipeline.config import AnimeFacesParams, CelebaParams, result_keys
+
+    faces = AnimeFacesParams(workers=3)
+    assert set(result_keys(faces)) == set(AnimeFacesParams.model_fields) - {"workers"}
+    assert result_keys(faces) == result_keys(AnimeFacesParams(workers=1))
+    celeba = CelebaParams(source="x", workers=2)
+    assert set(result_keys(celeba, also_exclude={"probe_attributes"})) == (
+        set(CelebaParams.model_fields) - {"workers", "probe_attributes"})

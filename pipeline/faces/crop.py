@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from crawlers.manifest import read_log
-from pipeline.config import DATASETS_DIR, RAW_ANIME_DIR, AnimeFacesParams
+from pipeline.config import DATASETS_DIR, RAW_ANIME_DIR, AnimeFacesParams, result_keys
 from pipeline.datasets import SPLITS, DatasetWriter
 from pipeline.faces.detection_cache import DetectionCache, detection_settings
 from pipeline.faces.detectors import Detector
@@ -174,8 +174,8 @@ def crop_anime_faces(params: AnimeFacesParams, raw_dir: Path | str = RAW_ANIME_D
             summary,
             label_names=list(HAIR_COLOURS),
             label_source="hair colour tag of the post; -1 when none or several",
-            # Not `workers`: the dataset is the same whatever the number of processes.
-            params=params.model_dump(mode="json", exclude={"workers"}),
+            # Not the speed-only keys (workers): the dataset is the same whatever their values.
+            params=result_keys(params, mode="json"),
             files={"faces": "faces.jsonl", "tags": "tags.json", "contact_sheet": "contact_sheet.png"},
         )
         # Side files go into the writer's temporary folder, so they appear with the arrays,

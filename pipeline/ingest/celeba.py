@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.config import CelebaParams
+from pipeline.config import CelebaParams, result_keys
 from pipeline.datasets import SPLITS, DatasetWriter
 from pipeline.ingest.celeba_layout import (DOWNLOAD_ROOT, CelebaError, ImageStore, download,
                                            image_locations, limit_per_split, locate,
@@ -264,9 +264,9 @@ def ingest_celeba(params: CelebaParams, out_dir: Path, *, download_root: Path = 
         writer.attrs = ann.attrs[kept]
         train = ann.attrs[kept & (ann.split == SPLITS["train"])]
         writer.meta.update(
-            # The keys that made these bytes: not workers (speed only) nor probe_attributes
+            # The keys that made these bytes: not the speed-only ones nor probe_attributes
             # (evaluate's), which the stage does not track, so they cannot change its output.
-            params=params.model_dump(exclude={"workers", "probe_attributes"}),
+            params=result_keys(params, also_exclude={"probe_attributes"}),
             layout=f"{files.layout} {files.images.kind}",
             images_from=str(files.images.path),
             attr_names=ann.attr_names,  # column names of attrs.npy (the datasets.py contract)
