@@ -6,7 +6,8 @@ BatchNorm in eval mode (running statistics) and in train mode (batch statistics)
 REPO_COPY is a repository (or a `python -m pipeline results` copy) whose runs were trained and
 whose fid_reference@mnist and domain_evaluator@mnist exist; RUN defaults to every run there on
 MNIST. Prints fid_domain ± its bootstrap spread, mode coverage and KL for both modes, with
-evaluate's sample count, seed and batch size from REPO_COPY's params.yaml.
+evaluate's sample count and seed from REPO_COPY's params.yaml; train mode draws G in the run's
+own training batch (model.json), as evaluate does (images.sample_batch_size).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.evaluate.classifier import NUM_CLASSES, classify, load_classifier
 from pipeline.evaluate.coverage import mode_coverage
-from pipeline.evaluate.images import generate_uint8
+from pipeline.evaluate.images import generate_uint8, sample_batch_size
 from pipeline.evaluate.reference import load_reference
 from pipeline.models import load_trained
 
@@ -32,16 +33,17 @@ def main() -> None:
     reference = load_reference(repo / "data" / "reference" / "mnist").domain
     real = reference.frechet()
     classifier = load_classifier(repo / "data" / "evaluators" / "mnist" / "classifier.pt")
-    print(f"{p.samples} samples, seed {p.seed}, batch {p.batch_size}; fid_domain ± bootstrap std (draws {p.fid_bootstrap})")
+    print(f"{p.samples} samples, seed {p.seed}; fid_domain ± bootstrap std (draws {p.fid_bootstrap})")
     for name in names:
         G, _, spec = load_trained(repo / "runs" / name)
         cells = []
         for mode in ("eval", "train"):
-            fakes = generate_uint8(G, p.samples, spec["nz"], p.seed, p.batch_size, mode=mode)
+            batch = sample_batch_size(p.model_copy(update={"sample_mode": mode}), spec)
+            fakes = generate_uint8(G, p.samples, spec["nz"], p.seed, batch, mode=mode)
             features, predicted = classify(classifier, fakes, batch_size=p.batch_size)
             fid, std = real.with_spread(features, draws=p.fid_bootstrap, seed=p.seed)
             cov = mode_coverage(predicted, NUM_CLASSES, p.coverage_min_share)
-            cells.append(f"{mode}: {fid:7.2f} ± {std:4.2f} (classes {cov['mode_coverage']}, KL {cov['mode_kl']:.3f})")
+            cells.append(f"{mode} (batch {batch}): {fid:7.2f} ± {std:4.2f} (classes {cov['mode_coverage']}, KL {cov['mode_kl']:.3f})")
         print(f"{name:>16}  " + "   ".join(cells), flush=True)
 
 

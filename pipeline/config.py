@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # The crawler owns anime.crawl, the raw folder and the params-file reading; pipeline builds on
 # crawlers, never the reverse (tests/crawlers/test_layering.py).
@@ -276,11 +276,26 @@ class EvaluateParams(Strict):
     # n-per-class settings choose C by stratified k-fold CV inside their own labels, k = min(this, n).
     probe_cv_folds: int = Field(5, ge=2)
     probe_bootstrap: PositiveInt = 1000  # test-set resamples behind each probe accuracy's 95% interval
+    # D's BatchNorm statistics are re-estimated on this many real train images before the probe,
+    # averaged over batches of probe_bn_batch_size (probe.recalibrate_batchnorm): each batch's own
+    # variance enters the average, so the batch size changes D's features, unlike batch_size.
+    probe_bn_images: PositiveInt = 2000
+    probe_bn_batch_size: PositiveInt = 250
     # Samples per point of the FID curves over G's snapshots (runs.<run>.snapshot_every): more than
     # the Inception's 2,048 dimensions, or the curve's standard FID is empty (check_rank).
     curve_samples: PositiveInt = 2500
     seed: int = 0
     device: DeviceName = "auto"
+
+    @model_validator(mode="after")
+    def _compile_is_fp32s(self):
+        # Before bf16-compiled existed, bf16 + inception_compile: true meant compiled bf16: say so
+        # rather than silently running the other arithmetic.
+        if self.inception_compile is True and self.inception_precision != "fp32":
+            raise ValueError(f"inception_compile applies to fp32 only (a speed-only key there); for compiled bf16 "
+                             f"set inception_precision: bf16-compiled, not {self.inception_precision} + "
+                             f"inception_compile: true")
+        return self
 
     @property
     def inception_arithmetic(self) -> tuple[str, bool | str]:

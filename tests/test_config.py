@@ -187,3 +187,14 @@ def test_meta_json_params_leave_out_exactly_the_speed_only_keys():
     celeba = CelebaParams(source="x", workers=2)
     assert set(result_keys(celeba, also_exclude={"probe_attributes"})) == (
         set(CelebaParams.model_fields) - {"workers", "probe_attributes"})
+
+
+def test_compiling_bf16_through_inception_compile_is_refused_with_the_key_that_does_it(tmp_path):
+    """bf16 + inception_compile: true once meant compiled bf16; now it is its own precision, so the
+    old spelling fails loudly instead of silently running uncompiled bf16."""
+    data = base()
+    data["evaluate"] = {"inception_precision": "bf16", "inception_compile": True}
+    with pytest.raises(ParamsError, match="evaluate: .*inception_precision: bf16-compiled"):
+        load_params(write(tmp_path, data))
+    data["evaluate"] = {"inception_precision": "bf16-compiled", "inception_compile": "auto"}
+    assert load_params(write(tmp_path, data)).evaluate.inception_arithmetic == ("bf16", True)

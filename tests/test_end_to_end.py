@@ -141,6 +141,23 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
     (repo / "params.yaml").write_text(original)
     assert "up to date" in dvc("status")
 
+    # Speed-only keys change no number either: an evaluation re-run with other speed-only values matches the
+    # first to arithmetic noise (so no such key reaches a result, as batch_size once reached the
+    # probe's BatchNorm recalibration).
+    before = json.loads((repo / "runs" / "dcgan-mnist" / "metrics.json").read_text())
+    changed = yaml.safe_load(original)
+    changed["evaluate"].update(batch_size=37, inception_compile=False)
+    (repo / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+    dvc("repro", "--force", "--single-item", "evaluate@dcgan-mnist")
+    after = json.loads((repo / "runs" / "dcgan-mnist" / "metrics.json").read_text())
+    assert set(after) == set(before)
+    differ = {key: (before[key], after[key]) for key in before if isinstance(before[key], (int, float))
+              and before[key] != pytest.approx(after[key], rel=1e-3, abs=1e-3)}
+    assert not differ, differ
+    (repo / "params.yaml").write_text(original)
+    dvc("repro")  # the report, if the re-run's last digits moved
+    assert "up to date" in dvc("status")
+
     # A params change re-runs only the affected run.
     params = (repo / "params.yaml").read_text().replace("ngf: 32", "ngf: 16", 1)
     (repo / "params.yaml").write_text(params)

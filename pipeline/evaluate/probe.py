@@ -80,12 +80,10 @@ MAX_ITER = 1000  # L-BFGS iterations per fit
 FeatureFn = Callable[[torch.Tensor], np.ndarray]  # uint8 N x C x H x W -> float32 N x d
 
 
-BN_RECALIBRATION_IMAGES = 2000
-
 
 @torch.no_grad()
 def recalibrate_batchnorm(discriminator: nn.Module, images: torch.Tensor, *, image_size: int,
-                          batch_size: int = 250, device: torch.device | str = "cpu") -> None:
+                          batch_size: int, device: torch.device | str = "cpu") -> None:
     """Re-estimate D's BatchNorm statistics on real images before using it as a feature extractor.
 
     The running statistics saved with D come from training, where two of every three
@@ -93,7 +91,9 @@ def recalibrate_batchnorm(discriminator: nn.Module, images: torch.Tensor, *, ima
     update); normalising real images by them would measure the generator as much as D. So the
     statistics are reset and averaged (momentum None) over real train images; the weights are
     untouched. D without BatchNorm (the MLP GAN) is left as it is. torch's update_bn does the
-    reset and the cumulative average (momentum None), then restores each layer's momentum."""
+    reset and the cumulative average (momentum None), then restores each layer's momentum.
+    `batch_size` is part of the result: the average is over per-batch variances
+    (evaluate.probe_bn_batch_size)."""
     update_bn((resize_square(to_unit(batch.to(device)), image_size) for batch in images.split(batch_size)),
               discriminator)
     discriminator.eval()

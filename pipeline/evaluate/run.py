@@ -47,7 +47,7 @@ from pipeline.evaluate.images import dataset_images, generate_uint8, sample_batc
 from pipeline.evaluate.inception import extractor_identity, load_inception, remembered_features
 from pipeline.evaluate.names import DISTANCES, domain_name
 from pipeline.evaluate.plots import class_histogram_figure, save_figure
-from pipeline.evaluate.probe import (BN_RECALIBRATION_IMAGES, discriminator_features, pixel_features,
+from pipeline.evaluate.probe import (discriminator_features, pixel_features,
                                      recalibrate_batchnorm, run_probe)
 from pipeline.evaluate.reference import FeatureSet, ReferenceError, load_reference
 from pipeline.models import build_models, list_snapshots, load_trained
@@ -313,9 +313,11 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
     random_d = random_d.to(device).eval()
 
     # BatchNorm statistics of both Ds re-estimated on the same real train images (probe.py says why).
-    calibration = dataset_images(dataset, sorted_subset(dataset, "train", BN_RECALIBRATION_IMAGES, p.seed))
+    # Its batch is its own key, not the speed-only batch_size: train-mode BatchNorm makes it part of the result.
+    calibration = dataset_images(dataset, sorted_subset(dataset, "train", p.probe_bn_images, p.seed))
     for net in (discriminator, random_d):
-        recalibrate_batchnorm(net, calibration, image_size=spec["image_size"], batch_size=p.batch_size, device=device)
+        recalibrate_batchnorm(net, calibration, image_size=spec["image_size"], batch_size=p.probe_bn_batch_size,
+                              device=device)
 
     def d_fn(net: nn.Module):
         return lambda images: discriminator_features(net, images, image_size=spec["image_size"],

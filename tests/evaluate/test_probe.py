@@ -157,6 +157,25 @@ def test_batchnorm_recalibration_uses_real_statistics_and_keeps_the_weights(mnis
     assert all(torch.equal(v, D.state_dict()[k]) for k, v in weights.items())
 
 
+def test_batchnorm_recalibration_depends_on_its_batch_size_so_that_key_is_tracked(mnist_dir):
+    """update_bn averages per-batch variances, so the recalibration batch changes D's features:
+    it is evaluate.probe_bn_batch_size (tracked), never the speed-only evaluate.batch_size."""
+    from pipeline.config import EvaluateParams, speed_only
+    from pipeline.evaluate.images import dataset_images
+    from pipeline.evaluate.probe import discriminator_features, recalibrate_batchnorm
+
+    images = dataset_images(read_dataset(mnist_dir), np.arange(300))
+    features = []
+    for batch_size in (7, 250):
+        torch.manual_seed(0)
+        _, D = build_models("dcgan", image_size=28, channels=1, nz=8, ndf=8)
+        recalibrate_batchnorm(D, images, image_size=28, batch_size=batch_size)
+        features.append(discriminator_features(D, images[:50], image_size=28))
+    assert np.abs(features[0] - features[1]).max() > 1e-3
+    assert not speed_only(EvaluateParams.model_fields["probe_bn_batch_size"])
+    assert speed_only(EvaluateParams.model_fields["batch_size"])
+
+
 def test_anime_hair_colour_probe_is_balanced_accuracy_beside_its_majority_baseline(tmp_path):
     """Hair colours of a crawl are unbalanced: answering the common colour would look good on plain
     accuracy, so the anime probe reports balanced accuracy (chance = 1 / colours) and the baseline."""

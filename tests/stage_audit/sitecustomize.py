@@ -67,7 +67,9 @@ if _STAGE and _LOG_DIR and _ROOT:
     # (pipeline/config.py, crawlers/params.py), as "P <Model>.<field>", so the audit can check
     # that the stage's `params:` in dvc.yaml track it (tests/dag_audit.py, params_problems).
     # Attribute reads only: what pydantic itself touches while validating or dumping is not a
-    # decision of the stage's code.
+    # decision of the stage's code. The blind spot that leaves: a key that reaches an output only
+    # through a dump (the datasets' meta.json via config.result_keys, which drops the speed-only
+    # keys and so dumps only tracked ones today) is not recorded.
     def _record_params():
         try:
             import pydantic
