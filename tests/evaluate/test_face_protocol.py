@@ -32,7 +32,8 @@ TRAIN, TEST = 9_000, 1_000
 @pytest.fixture(scope="module")
 def crawl_shaped(tmp_path_factory) -> Path:
     """9,000 train + 1,000 test RGB crops (random squares of the 12 real illustrations, flipped
-    at random, resized to 64): the default crawl's split sizes."""
+    at random, resized to 64): the default crawl's split sizes. Their label, for the probe that
+    evaluate also runs, is the illustration each came from (the crawl's is a hair colour)."""
     rng = np.random.default_rng(0)
     pages = [Image.open(path).convert("RGB") for path in sorted(require(ANIME_DEV).glob("tile*.jpg"))]
     crops = np.empty((TRAIN + TEST, 64, 64, 3), np.uint8)
@@ -43,7 +44,9 @@ def crawl_shaped(tmp_path_factory) -> Path:
         crop = page.crop((x, y, x + side, y + side)).resize((64, 64), Image.BILINEAR)
         crops[i] = np.asarray(crop)[:, ::-1] if rng.random() < 0.5 else np.asarray(crop)
     split = np.array([0] * TRAIN + [2] * TEST)  # pipeline/datasets.py SPLITS: train 0, test 2
-    return write_dataset(tmp_path_factory.mktemp("anime") / "anime", crops, split, source="anime-dev crops")
+    labels = np.arange(len(crops)) % len(pages)
+    return write_dataset(tmp_path_factory.mktemp("anime") / "anime", crops, split, labels=labels,
+                         source="anime-dev crops")
 
 
 def test_the_split_codes_are_the_datasets(crawl_shaped):
