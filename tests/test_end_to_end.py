@@ -15,6 +15,7 @@ from tests.dag_audit import audit_env, params_problems, undeclared_access
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2700)  # about 9 min on 2 idle cores; pyproject's 900 s cut it at 3 processes on 2 cores
 def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
     def dvc(*args):
         return subprocess.run(["dvc", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
