@@ -80,7 +80,6 @@ MAX_ITER = 1000  # L-BFGS iterations per fit
 FeatureFn = Callable[[torch.Tensor], np.ndarray]  # uint8 N x C x H x W -> float32 N x d
 
 
-
 @torch.no_grad()
 def recalibrate_batchnorm(discriminator: nn.Module, images: torch.Tensor, *, image_size: int,
                           batch_size: int, device: torch.device | str = "cpu") -> None:

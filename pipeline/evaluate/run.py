@@ -314,6 +314,8 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
 
     # BatchNorm statistics of both Ds re-estimated on the same real train images (probe.py says why).
     # Its batch is its own key, not the speed-only batch_size: train-mode BatchNorm makes it part of the result.
+    protocol["probe_batchnorm"] = {"images": p.probe_bn_images, "batch_size": p.probe_bn_batch_size, "split": "train",
+                                   "what": "both Ds' BatchNorm statistics re-estimated on real images (update_bn)"}
     calibration = dataset_images(dataset, sorted_subset(dataset, "train", p.probe_bn_images, p.seed))
     for net in (discriminator, random_d):
         recalibrate_batchnorm(net, calibration, image_size=spec["image_size"], batch_size=p.probe_bn_batch_size,

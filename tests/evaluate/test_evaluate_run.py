@@ -91,6 +91,7 @@ def test_evaluate_writes_named_metrics_with_spreads_and_the_protocol(tmp_path, m
     # initialisation; this run was never trained (make_run: seeded random weights), so the two are
     # the same network and the paired difference is exactly 0 on every resample.
     assert protocol["random_d"] == {"seed": 0, "what": "D at initialisation"}
+    assert protocol["probe_batchnorm"]["batch_size"] == make_params().evaluate.probe_bn_batch_size
     assert written["probe_acc"] == written["probe_acc_random_d"] and written["probe_acc_ci95"] > 0
     assert written["probe_vs_random_d"] == 0 and written["probe_vs_random_d_ci95"] == 0
     assert written["probe_vs_pixels"] == pytest.approx(written["probe_acc"] - written["probe_acc_pixels"])
