@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -175,6 +176,23 @@ def extractor_identity(source: WeightsSource, *, antialias: bool, precision: str
     if precision != "fp32" and compile is True:
         identity["compiled"] = True
     return identity
+
+
+class Extractor(NamedTuple):
+    model: nn.Module
+    source: WeightsSource
+    identity: dict  # extractor_identity()
+    compile: bool | str  # the torch.compile setting remembered_features() takes
+
+
+def evaluate_extractor(p, device: torch.device | str) -> Extractor:
+    """The Inception that the `evaluate` params (EvaluateParams `p`) ask for, as the reference
+    and the run's evaluation both load it."""
+    model, source = load_inception(p.inception_weights, antialias=p.antialias, device=device)
+    precision, compile_setting = p.inception_arithmetic
+    identity = extractor_identity(source, antialias=p.antialias, precision=precision, device=device,
+                                  compile=compile_setting)
+    return Extractor(model, source, identity, compile_setting)
 
 
 def remembered_features(model: nn.Module, identity: dict, images: torch.Tensor, *, batch_size: int,

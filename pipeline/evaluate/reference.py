@@ -39,7 +39,7 @@ from pipeline.device import resolve_device
 from pipeline.evaluate.classifier import classify, load_classifier
 from pipeline.evaluate.fid import FrechetReference, all_distances, feature_statistics, kid_scale, set_subset
 from pipeline.evaluate.images import dataset_images, sorted_subset
-from pipeline.evaluate.inception import extractor_identity, load_inception, remembered_features
+from pipeline.evaluate.inception import evaluate_extractor, remembered_features
 
 INFO_FILE = "reference.json"
 # Datasets with a domain classifier (and so fid_domain, KID, precision/recall, mode coverage).
@@ -150,10 +150,7 @@ def compute_reference(dataset_name: str, dataset_dir: Path | str, out_dir: Path 
                 floor = classify(classifier, floor_images, batch_size=p.batch_size, device=device)[0]
                 info["floor"]["domain"] = _floor(floor, real, "MNIST-classifier", params)
         if p.inception:
-            model, source = load_inception(p.inception_weights, antialias=p.antialias, device=device)
-            precision, compile_setting = p.inception_arithmetic
-            identity = extractor_identity(source, antialias=p.antialias, precision=precision,
-                                          device=device, compile=compile_setting)
+            model, _, identity, compile_setting = evaluate_extractor(p, device)
             real = _feature_set(remembered_features(model, identity, images, batch_size=p.batch_size, device=device,
                                                     compile=compile_setting,
                                                     desc=f"inception {dataset_name}"), p.seed)

@@ -44,7 +44,7 @@ from pipeline.evaluate.coverage import mode_coverage
 from pipeline.evaluate.fid import SET_METRIC_MAX, FrechetReference, RankDeficient, all_distances, check_rank, \
     feature_statistics
 from pipeline.evaluate.images import dataset_images, generate_uint8, sample_batch_size, sorted_subset
-from pipeline.evaluate.inception import extractor_identity, load_inception, remembered_features
+from pipeline.evaluate.inception import evaluate_extractor, remembered_features
 from pipeline.evaluate.names import DISTANCES, domain_name
 from pipeline.evaluate.plots import class_histogram_figure, save_figure
 from pipeline.evaluate.probe import (discriminator_features, pixel_features,
@@ -133,7 +133,7 @@ def spread_protocol(p) -> dict:
 
 def training_curve(run_dir: Path, spec: dict, params: Params, device: torch.device,
                    domain: tuple[nn.Module, FrechetReference] | None,
-                   inception: tuple[nn.Module, dict, FrechetReference] | None) -> list[dict]:
+                   inception: tuple[nn.Module, dict, bool | str, FrechetReference] | None) -> list[dict]:
     """FID (Inception, the standard features) with its spread, fid_domain with its spread,
     mode_coverage and mode_kl of every training snapshot of G (the averaged G for an EMA run).
 
@@ -141,7 +141,7 @@ def training_curve(run_dir: Path, spec: dict, params: Params, device: torch.devi
     headline's: FID is biased upwards at small n, so compare the points of one curve with each
     other, not a point with the headline). A space whose features outnumber the samples gives an
     empty cell (check_rank). `domain` is (classifier, its reference), `inception` is (network,
-    extractor identity, its reference); None leaves those columns empty."""
+    extractor identity, compile setting, its reference); None leaves those columns empty."""
     p = params.evaluate
     rows = []
     generator, _ = build_models(spec["model"], image_size=spec["image_size"], channels=spec["channels"],
@@ -167,12 +167,12 @@ def training_curve(run_dir: Path, spec: dict, params: Params, device: torch.devi
             row["fid_domain"], row["fid_domain_std"] = fid(features, real, "MNIST-classifier")
             coverage = mode_coverage(predicted, NUM_CLASSES, p.coverage_min_share)
             row["mode_coverage"], row["mode_kl"] = coverage["mode_coverage"], coverage["mode_kl"]
-        if inception is not None and len(fakes) > len(inception[2].mu):
+        if inception is not None and len(fakes) > len(inception[3].mu):
             # (At no more samples than the Inception's dimensions the FID is undefined: the
             # network's minutes are not spent on an empty cell.)
-            model, identity, real = inception
+            model, identity, compile_setting, real = inception
             features = remembered_features(model, identity, fakes, batch_size=p.batch_size, device=device,
-                                           compile=p.inception_arithmetic[1], desc=f"inception epoch {epoch}")
+                                           compile=compile_setting, desc=f"inception epoch {epoch}")
             row["fid"], row["fid_std"] = fid(features, real, "Inception")
         rows.append(row)
     return rows
@@ -265,16 +265,13 @@ def evaluate_run(run_name: str, run_dir: Path | str, dataset_dir: Path | str, re
         domain_space = (classifier, frechet)
 
     if p.inception:
-        model, source = load_inception(p.inception_weights, antialias=p.antialias, device=device)
-        precision, compile_setting = p.inception_arithmetic
-        identity = extractor_identity(source, antialias=p.antialias, precision=precision,
-                                      device=device, compile=compile_setting)
+        model, source, identity, compile_setting = evaluate_extractor(p, device)
         _check_extractor(reference, identity, spec["dataset"])
         features = remembered_features(model, identity, fakes, batch_size=p.batch_size, device=device,
                                        compile=compile_setting,
                                        desc=f"inception {run_name}")
         inception_frechet = reference.inception.frechet()
-        inception_space = (model, identity, inception_frechet)
+        inception_space = (model, identity, compile_setting, inception_frechet)
         values, notes = _distances(features, reference.inception, inception_frechet, "Inception", params)
         metrics.update(values)
         protocol["spaces"]["inception"] = {

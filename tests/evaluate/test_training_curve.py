@@ -97,7 +97,7 @@ def test_the_curve_carries_the_inception_space_fid_with_its_spread_and_the_best_
     reference = FrechetReference(*feature_statistics(real), num=len(real))
     spec = json.loads((run_dir / "model.json").read_text())
     rows = training_curve(run_dir, spec, params, torch.device("cpu"), None,
-                          (extractor, {"extractor": "tiny-test", "precision": "fp32"}, reference))
+                          (extractor, {"extractor": "tiny-test", "precision": "fp32"}, False, reference))
     assert [r["epoch"] for r in rows] == [1, 3]
     assert all(r["fid"] > 0 and r["fid_std"] > 0 and r["fid_domain"] is None for r in rows)
     # The last point is the final G's FID at curve_samples, through the same extractor.
