@@ -136,9 +136,9 @@ def cmd_faces_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> None:
-    from pipeline.results import results
+    from pipeline.results import DOCS, results
 
-    results(workdir=args.workdir, only=args.only)
+    results(workdir=args.workdir, out=args.out or DOCS, only=args.only)
 
 
 def cmd_smoke(args: argparse.Namespace) -> None:
@@ -211,7 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=None, help="folder for the copy (default: a new temp dir)")
     p.add_argument("--only", nargs="+", metavar="PATTERN", default=None,
                    help="train and evaluate only the runs whose names match (shell patterns, e.g. '*-s?'); the page "
-                        "shows the others as not trained yet (a long profile, committed in steps)")
+                        "shows the others as not trained yet (a long profile, committed in steps); runs archived "
+                        "in <out>/runs whose code and params are unchanged are taken from there")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for the page and its runs (default: docs/results; replaced whole, its runs/ read first)")
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("smoke", help="real `dvc repro` of a small profile in a temporary copy of the repo")

@@ -10,7 +10,9 @@ import yaml
 from PIL import Image
 
 from pipeline.evaluate.inception_weights import WHEEL_FILE_SHA256
-from pipeline.smoke import smoke_repo
+from pipeline.config import load_params
+from pipeline.results_archive import archive_runs, restore
+from pipeline.smoke import REPO, smoke_repo
 from tests.dag_audit import audit_env, params_problems, undeclared_access
 
 
@@ -107,6 +109,32 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
     again = dvc("repro")
     assert "Running stage" not in again
     assert "up to date" in dvc("status")
+
+    # The runs archived beside a Results page (pipeline/results_archive.py) carry the whole experiment
+    # upstream of them, and a fresh copy of the same checkout restores them without running a stage.
+    names = list(load_params(repo / "params.yaml").runs)
+    archive = tmp_path / "archive"
+    assert archive_runs(repo, names, archive, source_root=REPO) == names
+    stages = json.loads((archive / "dcgan-mnist" / "provenance.json").read_text())["stages"]
+    assert set(stages) == {"ingest_mnist", "domain_evaluator@mnist", "fid_reference@mnist", "train@dcgan-mnist",
+                           "evaluate@dcgan-mnist"}, set(stages)
+    assert "pipeline/train.py" in stages["train@dcgan-mnist"]["sources"]
+    assert "runs.dcgan-mnist" in stages["train@dcgan-mnist"]["params"]
+    mnist_runs = [name for name, run in load_params(repo / "params.yaml").runs.items() if run.dataset == "mnist"]
+    with smoke_repo(tmp_path / "second") as (second, second_env):
+        restored, stale = restore(archive, second, names)
+        subprocess.run([sys.executable, "-m", "pipeline", "report"], cwd=second, env=second_env, check=True,
+                       capture_output=True)
+    assert restored == mnist_runs
+    # The second copy's CelebA fixture lies elsewhere (celeba.source): a different data source.
+    assert "ingest_celeba: param celeba" in stale.get("dcgan-celeba", ""), stale
+    # Each run's own rows: the metrics, timing and probe-control tables (the probe table's columns depend on which
+    # other datasets' runs are on the page).
+    rows = lambda page: [line for line in page.read_text().splitlines()  # noqa: E731
+                         if line.startswith(tuple(f"| {name} |" for name in mnist_runs))
+                         and (" | cpu " in line or "paired bootstrap" in line)]
+    first_rows = rows(repo / "reports" / "index.md")
+    assert first_rows and rows(second / "reports" / "index.md") == first_rows
 
     # Evaluation-only changes (sample counts, seed, probe, a new classifier) never retrain.
     original = (repo / "params.yaml").read_text()

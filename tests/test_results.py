@@ -52,3 +52,25 @@ def test_a_pattern_matching_nothing_is_a_params_error(tmp_path, fake_copy):
     with pytest.raises(ParamsError, match="no run matches --only nope"):
         results_module.results(tmp_path / "work", out=tmp_path / "docs", only=["nope"])
     assert fake_copy == []
+
+
+def test_archived_runs_still_current_are_restored_not_reproduced(tmp_path, fake_copy, monkeypatch):
+    calls = {}
+
+    def restore(archive, dest, runs):
+        calls["restore"] = (archive, list(runs))
+        return ["gan-mnist-s0"], {"dcgan-mnist-s0": "train@dcgan-mnist-s0: source pipeline/train.py changed"}
+
+    monkeypatch.setattr(results_module, "restore", restore)
+    out = results_module.results(tmp_path / "work", out=tmp_path / "docs", only=["*-s0"])
+    # Every run of the profile is looked up in the archive beside the page, before anything runs.
+    assert calls["restore"] == (tmp_path / "docs" / "runs", list(load_params(REPO / "params.results.yaml").runs))
+    # The restored run is not recomputed; the stale one is, since --only names it.
+    assert fake_copy[0] == ["dvc", "repro", "evaluate@dcgan-mnist-s0", "evaluate@dcgan-mnist-ema-s0"]
+    note = (out / "index.md").read_text().splitlines()[2]
+    assert "gan-mnist-s0" in note.split("provenance.json")[1]
+    assert "dcgan-mnist-s0 (train@dcgan-mnist-s0: source pipeline/train.py changed)" in note
+
+    fake_copy.clear()
+    results_module.results(tmp_path / "work", out=tmp_path / "docs", only=["gan-mnist-s0"])
+    assert fake_copy == [["-m", "pipeline", "report"]]  # all it names is restored: only the page is built

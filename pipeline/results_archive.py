@@ -1,0 +1,182 @@
+"""The runs behind docs/results, kept beside the page: a Results profile that takes days is built in
+steps, on whatever machine each step gets, and a lost work copy loses no finished run.
+
+`docs/results/runs/<run>/` holds what the report reads of each evaluated run (ARCHIVED: metrics,
+curve, train.json with its device and times, DVCLive's logs, eval/ with protocol.json, the last
+sample grid) and `provenance.json`: the experiment that produced it, as DVC defines it. That is
+the run's `evaluate@<run>` stage and every stage upstream of it (train, ingest, the reference
+statistics, the domain classifier), each with its command, the values of the params it tracks
+and the DVC hashes of its source dependencies (the files in git, never an upstream stage's
+output). A later `python -m pipeline results --only ...` shows an archived run only while that
+provenance equals the one the current checkout defines; a changed source file, param or command
+anywhere upstream makes it stale, and it is left out of the page with the reason printed.
+
+Why not DVC's own lock and cache: the big outputs (checkpoints, G's snapshots) are what must not go
+into git, and upstream *data* hashes differ between CPUs (the fp32 Inception's reference
+statistics are not bit-identical on two machines), so a lock-file comparison would reject every
+run made on another machine. The definition of the experiment is what must match, and DVC still
+computes every hash and resolves every stage here (`Repo.stage.collect`, `Dependency.get_hash`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from pipeline.atomic import write_json_atomic
+
+# What the report reads of runs/<run>/ (pipeline/report.py collect_runs and the files it copies),
+# plus model.json (the networks' shapes, for readers): small enough for git; never the
+# checkpoints, generators or snapshots.
+ARCHIVED = ("metrics.json", "curve.tsv", "train.json", "model.json", "dvclive", "eval", "samples/final.png")
+PROVENANCE = "provenance.json"
+
+
+@contextlib.contextmanager
+def _open(root: Path):
+    """The DVC repo at `root`, entered: DVC resolves stage names against the current directory."""
+    from dvc.repo import Repo  # imported here: a second or two that only results needs
+
+    with contextlib.chdir(root), Repo(".") as repo:
+        yield repo
+
+
+def _producers(repo) -> dict[str, str]:
+    """{output path: the stage that writes it} over the whole DAG."""
+    return {out.def_path: stage.addressing for stage in repo.index.stages for out in stage.outs}
+
+
+def _producer(path: str, producers: dict[str, str]) -> str | None:
+    for out, stage in producers.items():
+        if path == out or path.startswith(out.rstrip("/") + "/"):
+            return stage
+    return None
+
+
+def provenance(repo, target: str) -> dict:
+    """{stage: {cmd, params, sources}} for `target` and every stage upstream of it, as the checkout
+    in `repo` (a dvc.repo.Repo) defines them now. Needs no output of any stage."""
+    producers = _producers(repo)
+    out: dict[str, dict] = {}
+    pending = [target]
+    while pending:
+        name = pending.pop()
+        if name in out:
+            continue
+        (stage,) = repo.stage.collect(name)
+        entry: dict = {"cmd": stage.cmd, "params": {}, "sources": {}}
+        for dep in stage.deps:
+            if hasattr(dep, "read_params"):  # a ParamsDependency: the values of its tracked keys
+                entry["params"].update(dep.read_params())
+            elif (upstream := _producer(dep.def_path, producers)) is not None:
+                pending.append(upstream)
+            else:
+                entry["sources"][dep.def_path] = dep.get_hash().value
+        out[name] = entry
+    return dict(sorted(out.items()))
+
+
+def _git_revision(repo_root: Path) -> str | None:
+    """The commit the results were made from, with '+dirty' for uncommitted changes (for readers;
+    validity is decided by the provenance, not by this)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo_root, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return None
+
+
+def _copy_run(src: Path, dst: Path) -> None:
+    for name in ARCHIVED:
+        item = src / name
+        if item.is_dir():
+            shutil.copytree(item, dst / name, dirs_exist_ok=True)
+        elif item.is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(item, dst / name)
+
+
+def _remove_archived_files(folder: Path) -> None:
+    for name in ARCHIVED:
+        item = folder / name
+        shutil.rmtree(item) if item.is_dir() else item.unlink(missing_ok=True)
+
+
+def first_difference(archived: dict, current: dict) -> str | None:
+    """Why an archived provenance is not the current one (the first difference found), or None."""
+    for stage in sorted(set(archived) | set(current)):
+        if stage not in current:
+            return f"stage {stage} is no longer upstream"
+        if stage not in archived:
+            return f"stage {stage} is new upstream"
+        old, new = archived[stage], current[stage]
+        if old["cmd"] != new["cmd"]:
+            return f"{stage}: command changed"
+        for kind in ("params", "sources"):
+            for key in sorted(set(old[kind]) | set(new[kind])):
+                if old[kind].get(key, "<absent>") != new[kind].get(key, "<absent>"):
+                    return f"{stage}: {'param' if kind == 'params' else 'source'} {key} changed"
+    return None
+
+
+def forget_restored(dest: Path, runs: list[str]) -> None:
+    """Removes what an earlier restore put into dest/runs/<run> for runs DVC is about to produce:
+    train's outputs persist, so a restored train.json or DVCLive log would otherwise be continued."""
+    for name in runs:
+        folder = dest / "runs" / name
+        if (folder / PROVENANCE).is_file():
+            _remove_archived_files(folder)
+            (folder / PROVENANCE).unlink()
+
+
+def restore(archive: Path, dest: Path, runs: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Copies each archived run of `runs` whose provenance is current into dest/runs/<run>.
+    Only runs DVC never produced in this copy (no train@<run> in its dvc.lock) are touched: a run
+    the copy trains itself is DVC's to judge. Returns (restored, {stale run: why})."""
+    lock = dest / "dvc.lock"
+    produced = lock.read_text() if lock.is_file() else ""
+    candidates = [n for n in runs if (archive / n / PROVENANCE).is_file() and f"train@{n}:" not in produced]
+    restored, stale = [], {}
+    if not candidates:
+        return restored, stale
+    with _open(dest) as repo:
+        for name in candidates:
+            record = archive / name / PROVENANCE
+            why = first_difference(json.loads(record.read_text())["stages"], provenance(repo, f"evaluate@{name}"))
+            if why:
+                stale[name] = why
+                forget_restored(dest, [name])  # what an earlier restore into this copy left
+                continue
+            _copy_run(archive / name, dest / "runs" / name)
+            shutil.copy2(record, dest / "runs" / name / PROVENANCE)
+            restored.append(name)
+    return restored, stale
+
+
+def archive_runs(dest: Path, runs: list[str], into: Path, source_root: Path) -> list[str]:
+    """Writes into/<run> for each run of `runs` evaluated in the copy `dest`: restored ones as they
+    came, the others when DVC finds their stages and everything upstream up to date (never a run
+    whose outputs predate a change). Returns the names archived."""
+    done: list[str] = []
+    evaluated = [n for n in runs if (dest / "runs" / n / "metrics.json").is_file()]
+    if not evaluated:
+        return done
+    revision = _git_revision(source_root)
+    with _open(dest) as repo:
+        for name in evaluated:
+            folder = dest / "runs" / name
+            if (folder / PROVENANCE).is_file():  # restored this time: its record travels with it
+                record = json.loads((folder / PROVENANCE).read_text())
+            elif repo.status(targets=[f"evaluate@{name}"], with_deps=True):
+                print(f"results: {name} is not archived: its outputs are older than the current code or params")
+                continue
+            else:
+                record = {"revision": revision, "stages": provenance(repo, f"evaluate@{name}")}
+            _copy_run(folder, into / name)
+            write_json_atomic(into / name / PROVENANCE, record)
+            done.append(name)
+    return done

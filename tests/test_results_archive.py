@@ -1,0 +1,147 @@
+"""The runs archived beside docs/results: restored on another copy while their experiment is the
+same, left out with the reason when anything upstream changed. Real git + DVC on a small DAG of the
+project's shape (data -> train@<run> -> evaluate@<run>)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.results_archive import ARCHIVED, PROVENANCE, archive_runs, forget_restored, restore
+
+DVC_YAML = {
+    "stages": {
+        "prepare": {"cmd": "python prepare.py", "deps": ["prepare.py"], "params": ["data.n"], "outs": ["data/set"]},
+        "train": {"foreach": "${runs}", "do": {
+            "cmd": "python train.py ${key}", "deps": ["train.py", "data/set"], "params": ["runs.${key}"],
+            "outs": ["runs/${key}/generator.pt", {"runs/${key}/train.json": {"cache": False}}]}},
+        "evaluate": {"foreach": "${runs}", "do": {
+            "cmd": "python evaluate.py ${key}", "deps": ["evaluate.py", "runs/${key}/generator.pt", "data/set"],
+            "params": ["evaluate.k"], "outs": ["runs/${key}/eval"],
+            "metrics": [{"runs/${key}/metrics.json": {"cache": False}}]}},
+    }
+}
+SCRIPTS = {
+    # os.urandom: the data differs bit for bit on every run, as the reference statistics do between two CPUs.
+    "prepare.py": ("import os; os.makedirs('data/set', exist_ok=True)\n"
+                   "open('data/set/x.bin', 'wb').write(os.urandom(64))\n"),
+    "train.py": ("import sys, os, json; r = sys.argv[1]; os.makedirs(f'runs/{r}', exist_ok=True)\n"
+                 "open(f'runs/{r}/generator.pt', 'wb').write(os.urandom(1024))\n"
+                 "json.dump({'device': 'cpu'}, open(f'runs/{r}/train.json', 'w'))\n"),
+    "evaluate.py": ("import sys, os, json; r = sys.argv[1]; os.makedirs(f'runs/{r}/eval', exist_ok=True)\n"
+                    "json.dump({'protocol': 'test'}, open(f'runs/{r}/eval/protocol.json', 'w'))\n"
+                    "json.dump({'fid': len(r)}, open(f'runs/{r}/metrics.json', 'w'))\n"),
+}
+PARAMS = {"data": {"n": 1}, "runs": {"a": {"seed": 0}, "b": {"seed": 1}}, "evaluate": {"k": 5}}
+
+
+def make_project(root, params=PARAMS):
+    root.mkdir(parents=True)
+    for name, text in SCRIPTS.items():
+        (root / name).write_text(text)
+    (root / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"], cwd=root,
+                   check=True)
+    return root
+
+
+def dvc(root, *args):
+    # The stages' `python` is this interpreter (the virtualenv's, not on PATH under make).
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, check=True, capture_output=True, env=env)
+
+
+@pytest.fixture
+def archived(tmp_path):
+    """A project whose two runs were reproduced and archived; returns (archive folder, project)."""
+    first = make_project(tmp_path / "first")
+    dvc(first, "repro", "evaluate@a", "evaluate@b")
+    archive = tmp_path / "archive"
+    assert archive_runs(first, ["a", "b"], archive, source_root=first) == ["a", "b"]
+    return archive, first
+
+
+def test_an_archived_run_holds_what_the_report_reads_and_its_experiment_not_the_models(archived):
+    archive, first = archived
+    assert json.loads((archive / "a" / "metrics.json").read_text()) == {"fid": 1}
+    assert (archive / "a" / "eval" / "protocol.json").is_file() and (archive / "a" / "train.json").is_file()
+    assert not (archive / "a" / "generator.pt").exists()
+    record = json.loads((archive / "a" / PROVENANCE).read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=first, capture_output=True, text=True).stdout.strip()
+    assert record["revision"] == head
+    # The run's stage and everything upstream, each with its command, params and source hashes.
+    stages = record["stages"]
+    assert set(stages) == {"evaluate@a", "train@a", "prepare"}
+    assert stages["train@a"]["params"] == {"runs.a": {"seed": 0}}
+    assert stages["prepare"]["params"] == {"data.n": 1}
+    assert set(stages["evaluate@a"]["sources"]) == {"evaluate.py"}  # generator.pt and data/set are outputs
+    assert stages["evaluate@a"]["cmd"] == "python evaluate.py a"
+
+
+def test_a_fresh_copy_restores_the_runs_although_its_data_differs_bit_for_bit(archived, tmp_path):
+    archive, _ = archived
+    second = make_project(tmp_path / "second")
+    dvc(second, "repro", "prepare")  # new random bytes: another machine's upstream data
+    restored, stale = restore(archive, second, ["a", "b"])
+    assert (restored, stale) == (["a", "b"], {})
+    assert json.loads((second / "runs" / "b" / "metrics.json").read_text()) == {"fid": 1}
+    assert {p.name for p in (second / "runs" / "a").iterdir()} == {"metrics.json", "train.json", "eval", PROVENANCE}
+    # Archived again from the copy, a restored run keeps the record of where it was made.
+    again = tmp_path / "again"
+    assert archive_runs(second, ["a", "b"], again, source_root=second) == ["a", "b"]
+    assert (again / "a" / PROVENANCE).read_text() == (archive / "a" / PROVENANCE).read_text()
+
+
+@pytest.mark.parametrize(("change", "stale"), [
+    (lambda p: (p / "evaluate.py").write_text(SCRIPTS["evaluate.py"] + "# changed\n"),
+     {"a": "evaluate@a: source evaluate.py changed", "b": "evaluate@b: source evaluate.py changed"}),
+    (lambda p: (p / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "runs": {"a": {"seed": 7}, "b": {"seed": 1}}})),
+     {"a": "train@a: param runs.a changed"}),
+    (lambda p: (p / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "data": {"n": 2}})),  # upstream of both
+     {"a": "prepare: param data.n changed", "b": "prepare: param data.n changed"}),
+])
+def test_a_change_anywhere_upstream_makes_the_run_stale_with_the_reason(archived, tmp_path, change, stale):
+    archive, _ = archived
+    second = make_project(tmp_path / "second")
+    change(second)
+    restored, found = restore(archive, second, ["a", "b"])
+    assert found == stale
+    assert restored == [r for r in ("a", "b") if r not in stale]
+    for name in stale:
+        assert not (second / "runs" / name / "metrics.json").exists()
+
+
+def test_a_run_this_copy_produces_is_never_overwritten_by_the_archive(archived, tmp_path):
+    archive, _ = archived
+    second = make_project(tmp_path / "second")
+    dvc(second, "repro", "train@a")  # DVC's own run here: its train@a entry in dvc.lock
+    assert restore(archive, second, ["a", "b"]) == (["b"], {})
+    assert not (second / "runs" / "a" / "metrics.json").exists()
+
+
+def test_outputs_older_than_the_code_are_not_archived(tmp_path):
+    project = make_project(tmp_path / "p")
+    dvc(project, "repro", "evaluate@a")
+    (project / "evaluate.py").write_text(SCRIPTS["evaluate.py"] + "# changed after the run\n")
+    assert archive_runs(project, ["a"], tmp_path / "archive", source_root=project) == []
+
+
+def test_forget_restored_clears_a_restored_run_before_dvc_produces_it(archived, tmp_path):
+    archive, _ = archived
+    second = make_project(tmp_path / "second")
+    restore(archive, second, ["a"])
+    (second / "runs" / "a" / "checkpoint.pt").write_bytes(b"DVC's own")  # not from the archive: kept
+    forget_restored(second, ["a"])
+    left = {p.name for p in (second / "runs" / "a").iterdir()}
+    assert left == {"checkpoint.pt"} and not set(ARCHIVED) & left
