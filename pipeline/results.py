@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipeline.config import ParamsError, load_params
 from pipeline.datasets import staged_dir
-from pipeline.results_archive import archive_runs, forget_restored, restore
+from pipeline.results_archive import archive_runs, forget_restored, keep_archived, restore
 from pipeline.smoke import REPO, run, smoke_repo
 
 RESULTS_PARAMS = REPO / "params.results.yaml"
@@ -58,20 +58,24 @@ def results(workdir: Path | None = None, out: Path = DOCS, only: list[str] | Non
             matching = [n for n in names if any(fnmatch(n, p) for p in only)]
             if not matching:
                 raise ParamsError(f"{RESULTS_PARAMS}: no run matches --only {' '.join(only)}")
-            restored, stale = restore(out / ARCHIVE, dest, names)
+            restored, stale = restore(out / ARCHIVE, dest, names, source_root=REPO)
             for name, why in stale.items():
                 print(f"results: archived {name} is stale: {why}")
+            # What an earlier step restored into this copy, and is not restored now, is not DVC's output.
+            forget_restored(dest, [n for n in names if n not in restored])
             chosen = [n for n in matching if n not in restored]
-            forget_restored(dest, chosen)
             if chosen:
                 run(["dvc", "repro", *(f"evaluate@{name}" for name in chosen)], dest, env)
             # The report stage would reproduce every run first: build the page directly.
             run([sys.executable, "-m", "pipeline", "report"], dest, env)
         else:
+            forget_restored(dest, names)
             run(["dvc", "repro", "report"], dest, env)
     with staged_dir(out) as tmp:
         shutil.copytree(dest / "reports", tmp, dirs_exist_ok=True)
-        archive_runs(dest, names, tmp / ARCHIVE, source_root=REPO)
+        done = archive_runs(dest, names, tmp / ARCHIVE, source_root=REPO, restored=restored)
+        for name in keep_archived(out / ARCHIVE, tmp / ARCHIVE, [n for n in names if n not in done and n not in stale]):
+            print(f"results: {name} stays archived from an earlier step (not evaluated in this copy, not on the page)")
         _say_where_from(tmp / "index.md", only, restored, stale)
     minutes = (time.perf_counter() - started) / 60
     print(f"\nresults copied to {out} ({minutes:.0f} min); the repo copy is kept at {dest}")

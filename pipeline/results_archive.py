@@ -15,13 +15,17 @@ Why not DVC's own lock and cache: the big outputs (checkpoints, G's snapshots) a
 into git, and upstream *data* hashes differ between CPUs (the fp32 Inception's reference
 statistics are not bit-identical on two machines), so a lock-file comparison would reject every
 run made on another machine. The definition of the experiment is what must match, and DVC still
-computes every hash and resolves every stage here (`Repo.stage.collect`, `Dependency.get_hash`).
+computes every hash and resolves every stage here (`Repo.stage.collect`, `Dependency.get_hash`;
+.dvcignore keeps Python's bytecode out of the source folders' hashes). Paths in params are
+recorded relative to the checkout, as params.results.yaml writes them (`portable`): a data
+source is the same one on a checkout at another place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -56,9 +60,23 @@ def _producer(path: str, producers: dict[str, str]) -> str | None:
     return None
 
 
-def provenance(repo, target: str) -> dict:
+def portable(value, root: Path):
+    """`value` with every absolute path made relative to `root`, the checkout whose profile was
+    resolved against it (pipeline.smoke.smoke_params): `../shared/data/mnist` as
+    params.results.yaml writes it, the same experiment on a checkout at another place."""
+    if isinstance(value, dict):
+        return {key: portable(item, root) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, root) for item in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.relpath(value, root)
+    return value
+
+
+def provenance(repo, target: str, root: Path) -> dict:
     """{stage: {cmd, params, sources}} for `target` and every stage upstream of it, as the checkout
-    in `repo` (a dvc.repo.Repo) defines them now. Needs no output of any stage."""
+    in `repo` (a dvc.repo.Repo) defines them now, paths relative to `root` (portable). Needs no
+    output of any stage."""
     producers = _producers(repo)
     out: dict[str, dict] = {}
     pending = [target]
@@ -76,7 +94,7 @@ def provenance(repo, target: str) -> dict:
             else:
                 entry["sources"][dep.def_path] = dep.get_hash().value
         out[name] = entry
-    return dict(sorted(out.items()))
+    return portable(dict(sorted(out.items())), root)
 
 
 def _git_revision(repo_root: Path) -> str | None:
@@ -133,10 +151,11 @@ def forget_restored(dest: Path, runs: list[str]) -> None:
             (folder / PROVENANCE).unlink()
 
 
-def restore(archive: Path, dest: Path, runs: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Copies each archived run of `runs` whose provenance is current into dest/runs/<run>.
-    Only runs DVC never produced in this copy (no train@<run> in its dvc.lock) are touched: a run
-    the copy trains itself is DVC's to judge. Returns (restored, {stale run: why})."""
+def restore(archive: Path, dest: Path, runs: list[str], source_root: Path) -> tuple[list[str], dict[str, str]]:
+    """Copies each archived run of `runs` whose provenance is current into dest/runs/<run>
+    (`source_root`: the checkout the copy's params were resolved against). Only runs DVC never
+    produced in this copy (no train@<run> in its dvc.lock) are touched: a run the copy trains
+    itself is DVC's to judge. Returns (restored, {stale run: why})."""
     lock = dest / "dvc.lock"
     produced = lock.read_text() if lock.is_file() else ""
     candidates = [n for n in runs if (archive / n / PROVENANCE).is_file() and f"train@{n}:" not in produced]
@@ -146,7 +165,12 @@ def restore(archive: Path, dest: Path, runs: list[str]) -> tuple[list[str], dict
     with _open(dest) as repo:
         for name in candidates:
             record = archive / name / PROVENANCE
-            why = first_difference(json.loads(record.read_text())["stages"], provenance(repo, f"evaluate@{name}"))
+            try:
+                archived = portable(json.loads(record.read_text())["stages"], source_root)
+            except (ValueError, KeyError, TypeError) as err:
+                archived, why = None, f"{record} is unreadable ({err!r})"
+            if archived is not None:
+                why = first_difference(archived, provenance(repo, f"evaluate@{name}", source_root))
             if why:
                 stale[name] = why
                 forget_restored(dest, [name])  # what an earlier restore into this copy left
@@ -157,10 +181,11 @@ def restore(archive: Path, dest: Path, runs: list[str]) -> tuple[list[str], dict
     return restored, stale
 
 
-def archive_runs(dest: Path, runs: list[str], into: Path, source_root: Path) -> list[str]:
-    """Writes into/<run> for each run of `runs` evaluated in the copy `dest`: restored ones as they
-    came, the others when DVC finds their stages and everything upstream up to date (never a run
-    whose outputs predate a change). Returns the names archived."""
+def archive_runs(dest: Path, runs: list[str], into: Path, source_root: Path,
+                 restored: list[str] = ()) -> list[str]:
+    """Writes into/<run> for each run of `runs` evaluated in the copy `dest`: those `restore` just
+    restored as they came, the others when DVC finds their stages and everything upstream up to
+    date (never a run whose outputs predate a change). Returns the names archived."""
     done: list[str] = []
     evaluated = [n for n in runs if (dest / "runs" / n / "metrics.json").is_file()]
     if not evaluated:
@@ -169,14 +194,24 @@ def archive_runs(dest: Path, runs: list[str], into: Path, source_root: Path) -> 
     with _open(dest) as repo:
         for name in evaluated:
             folder = dest / "runs" / name
-            if (folder / PROVENANCE).is_file():  # restored this time: its record travels with it
+            if name in restored:  # checked by restore just now: its record travels with it
                 record = json.loads((folder / PROVENANCE).read_text())
             elif repo.status(targets=[f"evaluate@{name}"], with_deps=True):
                 print(f"results: {name} is not archived: its outputs are older than the current code or params")
                 continue
             else:
-                record = {"revision": revision, "stages": provenance(repo, f"evaluate@{name}")}
+                record = {"revision": revision, "stages": provenance(repo, f"evaluate@{name}", source_root)}
             _copy_run(folder, into / name)
             write_json_atomic(into / name / PROVENANCE, record)
             done.append(name)
     return done
+
+
+def keep_archived(archive: Path, into: Path, runs: list[str]) -> list[str]:
+    """Copies archive/<run> into/<run> for the runs of `runs` archived before: a run this step
+    neither restored nor finished (trained in this copy but not evaluated yet, say) keeps its
+    archived result when the page's folder is replaced; restore checks it again next time."""
+    kept = [name for name in runs if (archive / name / PROVENANCE).is_file()]
+    for name in kept:
+        shutil.copytree(archive / name, into / name, dirs_exist_ok=True)
+    return kept

@@ -122,7 +122,7 @@ def test_dvc_repro_smoke_profile_end_to_end(tmp_path, mnist_source):
     assert "runs.dcgan-mnist" in stages["train@dcgan-mnist"]["params"]
     mnist_runs = [name for name, run in load_params(repo / "params.yaml").runs.items() if run.dataset == "mnist"]
     with smoke_repo(tmp_path / "second") as (second, second_env):
-        restored, stale = restore(archive, second, names)
+        restored, stale = restore(archive, second, names, source_root=REPO)
         subprocess.run([sys.executable, "-m", "pipeline", "report"], cwd=second, env=second_env, check=True,
                        capture_output=True)
     assert restored == mnist_runs

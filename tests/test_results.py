@@ -57,12 +57,18 @@ def test_a_pattern_matching_nothing_is_a_params_error(tmp_path, fake_copy):
 def test_archived_runs_still_current_are_restored_not_reproduced(tmp_path, fake_copy, monkeypatch):
     calls = {}
 
-    def restore(archive, dest, runs):
+    def restore(archive, dest, runs, source_root):
         calls["restore"] = (archive, list(runs))
         return ["gan-mnist-s0"], {"dcgan-mnist-s0": "train@dcgan-mnist-s0: source pipeline/train.py changed"}
 
     monkeypatch.setattr(results_module, "restore", restore)
+    for name in ("gan-mnist-e200", "dcgan-mnist-s0"):  # archived by earlier steps
+        (tmp_path / "docs" / "runs" / name).mkdir(parents=True)
+        (tmp_path / "docs" / "runs" / name / "provenance.json").write_text("{}")
     out = results_module.results(tmp_path / "work", out=tmp_path / "docs", only=["*-s0"])
+    # Replacing the page keeps what this step did not redo, and drops what is stale.
+    assert (out / "runs" / "gan-mnist-e200" / "provenance.json").is_file()
+    assert not (out / "runs" / "dcgan-mnist-s0").exists()
     # Every run of the profile is looked up in the archive beside the page, before anything runs.
     assert calls["restore"] == (tmp_path / "docs" / "runs", list(load_params(REPO / "params.results.yaml").runs))
     # The restored run is not recomputed; the stale one is, since --only names it.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.results_archive import ARCHIVED, PROVENANCE, archive_runs, forget_restored, restore
+from pipeline.results_archive import ARCHIVED, PROVENANCE, archive_runs, forget_restored, keep_archived, restore
+from pipeline.smoke import REPO
 
 DVC_YAML = {
     "stages": {
-        "prepare": {"cmd": "python prepare.py", "deps": ["prepare.py"], "params": ["data.n"], "outs": ["data/set"]},
+        "prepare": {"cmd": "python prepare.py", "deps": ["prepare.py"], "params": ["data"], "outs": ["data/set"]},
         "train": {"foreach": "${runs}", "do": {
-            "cmd": "python train.py ${key}", "deps": ["train.py", "data/set"], "params": ["runs.${key}"],
+            "cmd": "python train.py ${key}", "deps": ["train.py", "lib", "data/set"], "params": ["runs.${key}"],
             "outs": ["runs/${key}/generator.pt", {"runs/${key}/train.json": {"cache": False}}]}},
         "evaluate": {"foreach": "${runs}", "do": {
             "cmd": "python evaluate.py ${key}", "deps": ["evaluate.py", "runs/${key}/generator.pt", "data/set"],
@@ -37,6 +39,7 @@ SCRIPTS = {
     "evaluate.py": ("import sys, os, json; r = sys.argv[1]; os.makedirs(f'runs/{r}/eval', exist_ok=True)\n"
                     "json.dump({'protocol': 'test'}, open(f'runs/{r}/eval/protocol.json', 'w'))\n"
                     "json.dump({'fid': len(r)}, open(f'runs/{r}/metrics.json', 'w'))\n"),
+    "lib/helper.py": "SCALE = 1\n",  # a directory dependency, as pipeline/models is for train
 }
 PARAMS = {"data": {"n": 1}, "runs": {"a": {"seed": 0}, "b": {"seed": 1}}, "evaluate": {"k": 5}}
 
@@ -44,11 +47,13 @@ PARAMS = {"data": {"n": 1}, "runs": {"a": {"seed": 0}, "b": {"seed": 1}}, "evalu
 def make_project(root, params=PARAMS):
     root.mkdir(parents=True)
     for name, text in SCRIPTS.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     (root / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc(root, "init", "-q")
+    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")  # the project's own
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"], cwd=root,
                    check=True)
@@ -84,8 +89,9 @@ def test_an_archived_run_holds_what_the_report_reads_and_its_experiment_not_the_
     stages = record["stages"]
     assert set(stages) == {"evaluate@a", "train@a", "prepare"}
     assert stages["train@a"]["params"] == {"runs.a": {"seed": 0}}
-    assert stages["prepare"]["params"] == {"data.n": 1}
+    assert stages["prepare"]["params"] == {"data": {"n": 1}}
     assert set(stages["evaluate@a"]["sources"]) == {"evaluate.py"}  # generator.pt and data/set are outputs
+    assert set(stages["train@a"]["sources"]) == {"train.py", "lib"}
     assert stages["evaluate@a"]["cmd"] == "python evaluate.py a"
 
 
@@ -93,13 +99,13 @@ def test_a_fresh_copy_restores_the_runs_although_its_data_differs_bit_for_bit(ar
     archive, _ = archived
     second = make_project(tmp_path / "second")
     dvc(second, "repro", "prepare")  # new random bytes: another machine's upstream data
-    restored, stale = restore(archive, second, ["a", "b"])
+    restored, stale = restore(archive, second, ["a", "b"], second)
     assert (restored, stale) == (["a", "b"], {})
     assert json.loads((second / "runs" / "b" / "metrics.json").read_text()) == {"fid": 1}
     assert {p.name for p in (second / "runs" / "a").iterdir()} == {"metrics.json", "train.json", "eval", PROVENANCE}
     # Archived again from the copy, a restored run keeps the record of where it was made.
     again = tmp_path / "again"
-    assert archive_runs(second, ["a", "b"], again, source_root=second) == ["a", "b"]
+    assert archive_runs(second, ["a", "b"], again, source_root=second, restored=restored) == ["a", "b"]
     assert (again / "a" / PROVENANCE).read_text() == (archive / "a" / PROVENANCE).read_text()
 
 
@@ -109,13 +115,13 @@ def test_a_fresh_copy_restores_the_runs_although_its_data_differs_bit_for_bit(ar
     (lambda p: (p / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "runs": {"a": {"seed": 7}, "b": {"seed": 1}}})),
      {"a": "train@a: param runs.a changed"}),
     (lambda p: (p / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "data": {"n": 2}})),  # upstream of both
-     {"a": "prepare: param data.n changed", "b": "prepare: param data.n changed"}),
+     {"a": "prepare: param data changed", "b": "prepare: param data changed"}),
 ])
 def test_a_change_anywhere_upstream_makes_the_run_stale_with_the_reason(archived, tmp_path, change, stale):
     archive, _ = archived
     second = make_project(tmp_path / "second")
     change(second)
-    restored, found = restore(archive, second, ["a", "b"])
+    restored, found = restore(archive, second, ["a", "b"], second)
     assert found == stale
     assert restored == [r for r in ("a", "b") if r not in stale]
     for name in stale:
@@ -126,7 +132,7 @@ def test_a_run_this_copy_produces_is_never_overwritten_by_the_archive(archived, 
     archive, _ = archived
     second = make_project(tmp_path / "second")
     dvc(second, "repro", "train@a")  # DVC's own run here: its train@a entry in dvc.lock
-    assert restore(archive, second, ["a", "b"]) == (["b"], {})
+    assert restore(archive, second, ["a", "b"], second) == (["b"], {})
     assert not (second / "runs" / "a" / "metrics.json").exists()
 
 
@@ -140,8 +146,58 @@ def test_outputs_older_than_the_code_are_not_archived(tmp_path):
 def test_forget_restored_clears_a_restored_run_before_dvc_produces_it(archived, tmp_path):
     archive, _ = archived
     second = make_project(tmp_path / "second")
-    restore(archive, second, ["a"])
+    restore(archive, second, ["a"], second)
     (second / "runs" / "a" / "checkpoint.pt").write_bytes(b"DVC's own")  # not from the archive: kept
     forget_restored(second, ["a"])
     left = {p.name for p in (second / "runs" / "a").iterdir()}
     assert left == {"checkpoint.pt"} and not set(ARCHIVED) & left
+
+
+def test_bytecode_in_a_source_folder_changes_nothing(archived, tmp_path):
+    # Python writes lib/__pycache__ when a stage imports lib: not a change to the experiment (.dvcignore).
+    archive, _ = archived
+    second = make_project(tmp_path / "second")
+    (second / "lib" / "__pycache__").mkdir()
+    (second / "lib" / "__pycache__" / "helper.cpython-311.pyc").write_bytes(os.urandom(32))
+    assert restore(archive, second, ["a"], second) == (["a"], {})
+    (second / "lib" / "helper.py").write_text("SCALE = 2\n")
+    assert restore(archive, second, ["a"], second) == ([], {"a": "train@a: source lib changed"})
+
+
+def test_a_data_path_is_compared_as_the_profile_writes_it_relative_to_the_checkout(tmp_path):
+    # Two checkouts at different places, each with its data beside it: the same experiment.
+    def project(home):
+        return make_project(home / "repo", {**PARAMS, "data": {"n": 1, "source": str(home / "data")}})
+    first = project(tmp_path / "one")
+    dvc(first, "repro", "evaluate@a")
+    archive = tmp_path / "archive"
+    assert archive_runs(first, ["a"], archive, source_root=first) == ["a"]
+    prepare = json.loads((archive / "a" / PROVENANCE).read_text())["stages"]["prepare"]
+    assert prepare["params"] == {"data": {"n": 1, "source": "../data"}}
+    assert restore(archive, project(tmp_path / "two"), ["a"], tmp_path / "two" / "repo") == (["a"], {})
+    elsewhere = make_project(tmp_path / "three" / "repo", {**PARAMS, "data": {"n": 1, "source": "/elsewhere"}})
+    restored, stale = restore(archive, elsewhere, ["a"], elsewhere)
+    assert restored == [] and stale == {"a": "prepare: param data changed"}
+
+
+def test_a_leftover_record_of_an_earlier_restore_is_not_trusted(archived, tmp_path):
+    archive, _ = archived
+    second = make_project(tmp_path / "second")
+    restore(archive, second, ["a"], second)
+    # Not restored in this step (say the archive was replaced): DVC must vouch for the run, and it cannot.
+    assert archive_runs(second, ["a"], tmp_path / "again", source_root=second, restored=[]) == []
+
+
+def test_an_unreadable_record_is_stale_not_a_crash(archived, tmp_path):
+    archive, _ = archived
+    (archive / "a" / PROVENANCE).write_text("{}")
+    second = make_project(tmp_path / "second")
+    restored, stale = restore(archive, second, ["a", "b"], second)
+    assert restored == ["b"] and "unreadable" in stale["a"]
+
+
+def test_keep_archived_carries_over_what_this_step_did_not_redo(archived, tmp_path):
+    archive, _ = archived
+    into = tmp_path / "new"
+    assert keep_archived(archive, into, ["a", "c"]) == ["a"]  # c was never archived
+    assert (into / "a" / PROVENANCE).read_bytes() == (archive / "a" / PROVENANCE).read_bytes()
