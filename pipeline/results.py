@@ -50,6 +50,7 @@ def results(workdir: Path | None = None, out: Path = DOCS, only: list[str] | Non
     others, those matching `only` are reproduced (`dvc repro evaluate@<run>`) and the rest shown
     as not trained yet. Without it, `dvc repro report`: every run from scratch."""
     started = time.perf_counter()
+    out = Path(out).resolve()
     restored: list[str] = []
     stale: dict[str, str] = {}
     with smoke_repo(workdir, params_file=RESULTS_PARAMS) as (dest, env):

@@ -41,7 +41,8 @@ PROVENANCE = "provenance.json"
 
 @contextlib.contextmanager
 def _open(root: Path):
-    """The DVC repo at `root`, entered: DVC resolves stage names against the current directory."""
+    """The DVC repo at `root`, entered: DVC resolves stage names against the current directory (so
+    every path used inside must be absolute)."""
     from dvc.repo import Repo  # imported here: a second or two that only results needs
 
     with contextlib.chdir(root), Repo(".") as repo:
@@ -156,6 +157,7 @@ def restore(archive: Path, dest: Path, runs: list[str], source_root: Path) -> tu
     (`source_root`: the checkout the copy's params were resolved against). Only runs DVC never
     produced in this copy (no train@<run> in its dvc.lock) are touched: a run the copy trains
     itself is DVC's to judge. Returns (restored, {stale run: why})."""
+    archive, dest = Path(archive).resolve(), Path(dest).resolve()  # _open changes the working directory
     lock = dest / "dvc.lock"
     produced = lock.read_text() if lock.is_file() else ""
     candidates = [n for n in runs if (archive / n / PROVENANCE).is_file() and f"train@{n}:" not in produced]
@@ -186,6 +188,7 @@ def archive_runs(dest: Path, runs: list[str], into: Path, source_root: Path,
     """Writes into/<run> for each run of `runs` evaluated in the copy `dest`: those `restore` just
     restored as they came, the others when DVC finds their stages and everything upstream up to
     date (never a run whose outputs predate a change). Returns the names archived."""
+    dest, into = Path(dest).resolve(), Path(into).resolve()  # _open changes the working directory
     done: list[str] = []
     evaluated = [n for n in runs if (dest / "runs" / n / "metrics.json").is_file()]
     if not evaluated:

@@ -201,3 +201,15 @@ def test_keep_archived_carries_over_what_this_step_did_not_redo(archived, tmp_pa
     into = tmp_path / "new"
     assert keep_archived(archive, into, ["a", "c"]) == ["a"]  # c was never archived
     assert (into / "a" / PROVENANCE).read_bytes() == (archive / "a" / PROVENANCE).read_bytes()
+
+
+def test_relative_folders_mean_the_callers_working_directory(tmp_path, monkeypatch):
+    # DVC is opened from inside the project: a relative `into` (as `--out docs/...` gives) must not land there.
+    project = make_project(tmp_path / "p")
+    dvc(project, "repro", "evaluate@a")
+    monkeypatch.chdir(tmp_path)
+    assert archive_runs(Path("p"), ["a"], Path("archive"), source_root=project) == ["a"]
+    assert (tmp_path / "archive" / "a" / PROVENANCE).is_file() and not (project / "archive").exists()
+    second = make_project(tmp_path / "second")
+    assert restore(Path("archive"), Path("second"), ["a"], second) == (["a"], {})
+    assert (second / "runs" / "a" / "metrics.json").is_file()
