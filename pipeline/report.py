@@ -331,8 +331,7 @@ def _floor_rows(runs: dict[str, RunView], quality) -> list[list[str]]:
         at = floor.get("fid_at_count")
         read_at = f", FID read at {at}" if at and floor.get("num_images") and at > floor["num_images"] else ""
         rows.append([f"*real data{where} ({floor.get('num_images')} {floor.get('split')} images{read_at})*", "–",
-                     run.params.dataset,
-                     "–", "–", *cells, "", ""])
+                     run.params.dataset, "–", "–", "–", *cells, "", ""])  # no epochs, seed, trained on
     return rows
 
 

@@ -84,6 +84,12 @@ def test_report_has_a_row_per_run_with_spreads_floor_grids_and_curves(tmp_path):
     assert "not trained" in next(r for r in rows if r.startswith("| dcgan-anime"))
     floor = next(r for r in rows if "real data" in r)
     assert "10000 train images" in floor and "0.90 ± 0.05" in floor
+    # Every row has the header's columns: the real-data numbers stand under their own headings.
+    cells = lambda row: [c.strip() for c in row.strip().strip("|").split("|")]  # noqa: E731
+    header = cells(rows[0])
+    assert all(len(cells(row)) == len(header) for row in rows), rows
+    assert dict(zip(header, cells(floor)))["trained on"] == "–"
+    assert "0.90 ± 0.05" in [value for key, value in zip(header, cells(floor)) if "FID" in key]
     assert "Empty `fid` (gan-mnist): evaluate.inception: false" in text
     probe = next(r for r in table(text, "Linear probe") if r.startswith("| gan-mnist"))
     assert "0.900 ± 0.010" in probe
