@@ -49,18 +49,6 @@ def _open(root: Path):
         yield repo
 
 
-def _producers(repo) -> dict[str, str]:
-    """{output path: the stage that writes it} over the whole DAG."""
-    return {out.def_path: stage.addressing for stage in repo.index.stages for out in stage.outs}
-
-
-def _producer(path: str, producers: dict[str, str]) -> str | None:
-    for out, stage in producers.items():
-        if path == out or path.startswith(out.rstrip("/") + "/"):
-            return stage
-    return None
-
-
 def portable(value, root: Path):
     """`value` with every absolute path made relative to `root`, the checkout whose profile was
     resolved against it (pipeline.smoke.smoke_params): `../shared/data/mnist` as
@@ -78,24 +66,18 @@ def provenance(repo, target: str, root: Path) -> dict:
     """{stage: {cmd, params, sources}} for `target` and every stage upstream of it, as the checkout
     in `repo` (a dvc.repo.Repo) defines them now, paths relative to `root` (portable). Needs no
     output of any stage."""
-    producers = _producers(repo)
-    out: dict[str, dict] = {}
-    pending = [target]
-    while pending:
-        name = pending.pop()
-        if name in out:
-            continue
-        (stage,) = repo.stage.collect(name)
+    stages = list(repo.stage.collect(target, with_deps=True))  # DVC's own walk of the DAG upstream
+    outs = [out.def_path.rstrip("/") for stage in stages for out in stage.outs]
+    record: dict[str, dict] = {}
+    for stage in stages:
         entry: dict = {"cmd": stage.cmd, "params": {}, "sources": {}}
         for dep in stage.deps:
             if hasattr(dep, "read_params"):  # a ParamsDependency: the values of its tracked keys
                 entry["params"].update(dep.read_params())
-            elif (upstream := _producer(dep.def_path, producers)) is not None:
-                pending.append(upstream)
-            else:
+            elif not any(dep.def_path == o or dep.def_path.startswith(o + "/") for o in outs):  # not an upstream output
                 entry["sources"][dep.def_path] = dep.get_hash().value
-        out[name] = entry
-    return portable(dict(sorted(out.items())), root)
+        record[stage.addressing] = entry
+    return portable(dict(sorted(record.items())), root)
 
 
 def _git_revision(repo_root: Path) -> str | None:
