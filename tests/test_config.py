@@ -41,6 +41,9 @@ def test_smoke_params_load():
     assert Path(params.mnist.source).is_absolute()
     assert set(params.runs) >= {"gan-mnist", "dcgan-mnist"}
     assert all(run.epochs <= 2 for run in params.runs.values())
+    # "machine" is filled in with the arithmetic this CPU runs fast (emulated bf16 is ~6x slower).
+    from pipeline.device import cpu_has_fast_bf16
+    assert params.evaluate.inception_precision == ("bf16" if cpu_has_fast_bf16() else "fp32")
 
 
 @pytest.mark.parametrize(
