@@ -74,7 +74,8 @@ def results(workdir: Path | None = None, out: Path = DOCS, only: list[str] | Non
             run(["dvc", "repro", "report"], dest, env)
     with staged_dir(out) as tmp:
         shutil.copytree(dest / "reports", tmp, dirs_exist_ok=True)
-        done = archive_runs(dest, names, tmp / ARCHIVE, source_root=REPO, restored=restored)
+        done = archive_runs(dest, names, tmp / ARCHIVE, source_root=REPO, restored=restored,
+                            previous=out / ARCHIVE)
         for name in keep_archived(out / ARCHIVE, tmp / ARCHIVE, [n for n in names if n not in done and n not in stale]):
             print(f"results: {name} stays archived from an earlier step (not evaluated in this copy, not on the page)")
         _say_where_from(tmp / "index.md", only, restored, stale)

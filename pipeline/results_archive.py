@@ -165,12 +165,30 @@ def restore(archive: Path, dest: Path, runs: list[str], source_root: Path) -> tu
     return restored, stale
 
 
+def _earlier_revision(previous: Path | None, name: str, stages: dict, source_root: Path) -> str | None:
+    """The revision an earlier step archived this same experiment at (previous/<name>), if any.
+    The work copy keeps its finished runs from step to step and DVC finds them up to date, so a
+    later step archives them again: they keep the commit they were made at, not the later one."""
+    if previous is None:
+        return None
+    try:
+        record = json.loads((previous / name / PROVENANCE).read_text())
+        if first_difference(portable(record["stages"], source_root), stages) is None:
+            return record["revision"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no earlier record, or one restore would call stale: this step's revision it is
+    return None
+
+
 def archive_runs(dest: Path, runs: list[str], into: Path, source_root: Path,
-                 restored: list[str] = ()) -> list[str]:
+                 restored: list[str] = (), previous: Path | None = None) -> list[str]:
     """Writes into/<run> for each run of `runs` evaluated in the copy `dest`: those `restore` just
     restored as they came, the others when DVC finds their stages and everything upstream up to
-    date (never a run whose outputs predate a change). Returns the names archived."""
+    date (never a run whose outputs predate a change), with the revision of an equal experiment
+    in `previous` (the archive this step started from) where there is one. Returns the names
+    archived."""
     dest, into = Path(dest).resolve(), Path(into).resolve()  # _open changes the working directory
+    previous = Path(previous).resolve() if previous is not None else None
     done: list[str] = []
     evaluated = [n for n in runs if (dest / "runs" / n / "metrics.json").is_file()]
     if not evaluated:
@@ -185,7 +203,9 @@ def archive_runs(dest: Path, runs: list[str], into: Path, source_root: Path,
                 print(f"results: {name} is not archived: its outputs are older than the current code or params")
                 continue
             else:
-                record = {"revision": revision, "stages": provenance(repo, f"evaluate@{name}", source_root)}
+                stages = provenance(repo, f"evaluate@{name}", source_root)
+                record = {"revision": _earlier_revision(previous, name, stages, source_root) or revision,
+                          "stages": stages}
             _copy_run(folder, into / name)
             write_json_atomic(into / name / PROVENANCE, record)
             done.append(name)

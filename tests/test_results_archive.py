@@ -109,6 +109,32 @@ def test_a_fresh_copy_restores_the_runs_although_its_data_differs_bit_for_bit(ar
     assert (again / "a" / PROVENANCE).read_text() == (archive / "a" / PROVENANCE).read_text()
 
 
+def commit_all(root, message):
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], cwd=root, check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+
+
+def test_a_run_archived_again_by_a_later_step_keeps_the_commit_it_was_made_at(archived, tmp_path):
+    """The work copy keeps its finished runs between steps: a later step (a later commit) archives
+    them again, and their record must still name the commit that made them, until their
+    experiment changes."""
+    archive, first = archived
+    made_at = json.loads((archive / "a" / PROVENANCE).read_text())["revision"]
+    (first / "NOTES.md").write_text("a file no stage reads\n")
+    later = commit_all(first, "unrelated")
+    again = tmp_path / "again"
+    assert archive_runs(first, ["a", "b"], again, source_root=first, previous=archive) == ["a", "b"]
+    assert json.loads((again / "a" / PROVENANCE).read_text())["revision"] == made_at != later
+    # A real change: the run is made again, at the new commit.
+    (first / "evaluate.py").write_text(SCRIPTS["evaluate.py"] + "# changed\n")
+    dvc(first, "repro", "evaluate@a", "evaluate@b")
+    changed = commit_all(first, "evaluate changed, runs made again")
+    third = tmp_path / "third"
+    assert archive_runs(first, ["a", "b"], third, source_root=first, previous=again) == ["a", "b"]
+    assert json.loads((third / "a" / PROVENANCE).read_text())["revision"] == changed
+
+
 @pytest.mark.parametrize(("change", "stale"), [
     (lambda p: (p / "evaluate.py").write_text(SCRIPTS["evaluate.py"] + "# changed\n"),
      {"a": "evaluate@a: source evaluate.py changed", "b": "evaluate@b: source evaluate.py changed"}),
