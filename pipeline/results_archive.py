@@ -124,6 +124,13 @@ def first_difference(archived: dict, current: dict) -> str | None:
     return None
 
 
+def _read_record(path: Path, source_root: Path) -> dict:
+    """An archived provenance.json, its stages' paths relative to `source_root` (portable).
+    Raises OSError, ValueError, KeyError or TypeError for a file that is not such a record."""
+    record = json.loads(path.read_text())
+    return {**record, "stages": portable(record["stages"], source_root)}
+
+
 def forget_restored(dest: Path, runs: list[str]) -> None:
     """Removes what an earlier restore put into dest/runs/<run> for runs DVC is about to produce:
     train's outputs persist, so a restored train.json or DVCLive log would otherwise be continued."""
@@ -150,7 +157,7 @@ def restore(archive: Path, dest: Path, runs: list[str], source_root: Path) -> tu
         for name in candidates:
             record = archive / name / PROVENANCE
             try:
-                archived = portable(json.loads(record.read_text())["stages"], source_root)
+                archived = _read_record(record, source_root)["stages"]
             except (ValueError, KeyError, TypeError) as err:
                 archived, why = None, f"{record} is unreadable ({err!r})"
             if archived is not None:
@@ -172,8 +179,8 @@ def _earlier_revision(previous: Path | None, name: str, stages: dict, source_roo
     if previous is None:
         return None
     try:
-        record = json.loads((previous / name / PROVENANCE).read_text())
-        if first_difference(portable(record["stages"], source_root), stages) is None:
+        record = _read_record(previous / name / PROVENANCE, source_root)
+        if first_difference(record["stages"], stages) is None:
             return record["revision"]
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no earlier record, or one restore would call stale: this step's revision it is

@@ -54,9 +54,7 @@ def make_project(root, params=PARAMS):
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc(root, "init", "-q")
     shutil.copy(REPO / ".dvcignore", root / ".dvcignore")  # the project's own
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"], cwd=root,
-                   check=True)
+    commit_all(root, "project")
     return root
 
 
