@@ -85,8 +85,9 @@ def main() -> None:
     parser.add_argument("--runs", nargs="*", help="default: every run in params.yaml")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--mnist", default=str(SHARED / "data" / "mnist"), help="a folder of the MNIST IDX files")
-    parser.add_argument("--anime-images", type=int, default=20_000,
-                        help="crop count assumed for anime when data/datasets/anime does not exist")
+    parser.add_argument("--anime-images", type=int, default=10_000,
+                        help="crop count assumed for anime when data/datasets/anime does not exist "
+                             "(the default crawl: 20,000 posts at about 0.5 face each)")
     parser.add_argument("--max-images", type=int, default=None,
                         help="images per timed epoch (default: all on CUDA, 2,048 elsewhere)")
     parser.add_argument("--epochs", type=int, nargs=2, default=(1, 4), metavar=("E1", "E2"))
