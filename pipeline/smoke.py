@@ -159,8 +159,13 @@ def smoke_repo(workdir: Path | None = None, params_file: Path = SMOKE_PARAMS,
         (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         if not (dest / ".git").exists():
             run(["git", "init", "-q"], dest, env)
-        run(["git", "add", "-A"], dest, env)
-        run(["git", "commit", "-q", "-m", "smoke profile"], dest, env)
+        # The copy's commit is the project and its profile, never a stage's output: a stage killed
+        # mid-run (a results step stopped during a training) leaves outputs that DVC has not yet
+        # listed in a .gitignore, and once git tracks them DVC refuses to reproduce the stage
+        # ("already tracked by SCM"). An existing copy that once committed them is cleaned too.
+        run(["git", "rm", "-r", "-q", "--cached", "--ignore-unmatch", "runs"], dest, env)
+        run(["git", "add", "-A", "--", ".", ":(exclude)runs"], dest, env)
+        run(["git", "commit", "-q", "--allow-empty", "-m", "smoke profile"], dest, env)
         yield dest, env
 
 
