@@ -301,7 +301,9 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
                     cells.append(cell(mean.value, mean.se, ".3f" if fmt == "d" else fmt))
                 else:
                     cells.append("–")
-            rows.append([group, ", ".join(names), units_label([runs[n] for n in names]), *cells])
+            # How the evaluated seeds trained: a seed not trained yet mixes nothing in.
+            done = [runs[n] for n in names if runs[n].metrics]
+            rows.append([group, ", ".join(names), units_label(done) if done else "–", *cells])
         lines += _table(["group", "runs", "trained on", *(c[2] for c in columns)], rows)
 
     lines += ["", "## Which differences are beyond noise", ""]

@@ -268,6 +268,10 @@ def test_device_and_precision_are_shown_and_a_group_or_verdict_that_mixes_them_s
     runs["dcgan-mnist-s2"].record = record(("cpu", "fp32"))
     runs["gan-mnist"].record = record(("cpu", "fp32"))
     assert "mixes" not in row(verdict_rows(runs), "fid_domain")
+    # A seed not trained yet (a Results profile built in steps) mixes nothing into its group.
+    runs["dcgan-mnist-s2"] = view("dcgan-mnist-s2", 2, None)
+    group = next(r for r in table("\n".join(metric_tables(runs)), "Over seeds") if r.startswith("| dcgan-mnist (3 seeds)"))
+    assert "| cpu fp32 |" in group and "mixes" not in group
 
 
 def test_the_best_epoch_of_each_curve_is_named_and_the_headline_stays_the_last():
