@@ -111,7 +111,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from pipeline.report import build_report
 
-    print(f"wrote {build_report(load_params(args.params), RUNS_DIR, REPORTS_DIR)}")
+    print(f"wrote {build_report(load_params(args.params), RUNS_DIR, REPORTS_DIR, leave_out=args.leave_out)}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -190,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", type=Path, default=None, help="also write the real reference images to this folder")
     p.set_defaults(func=cmd_sample)
 
-    sub.add_parser("report", help="one page comparing every run -> reports/index.md").set_defaults(func=cmd_report)
+    p = sub.add_parser("report", help="one page comparing every run -> reports/index.md")
+    p.add_argument("--leave-out", nargs="+", default=[], metavar="RUN",
+                   help="runs to show as not made yet (`results` passes those whose outputs DVC finds stale)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="the report's tables in the terminal: the workspace, or git revisions / "
                        "DVC experiments side by side")

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import yaml
@@ -156,11 +157,16 @@ def units_label(runs: list[RunView]) -> str:
     return "mixes " + " / ".join(labels)
 
 
-def collect_runs(params: Params, runs_dir: Path | str) -> dict[str, RunView]:
-    """Everything the page shows of each run in params.runs, read from runs/<run>/."""
+def collect_runs(params: Params, runs_dir: Path | str, leave_out: Iterable[str] = ()) -> dict[str, RunView]:
+    """Everything the page shows of each run in params.runs, read from runs/<run>/; the runs of
+    `leave_out` get an empty row, as runs not made yet (`python -m pipeline results`: outputs
+    older than the checkout)."""
     runs_dir = Path(runs_dir)
     out = {}
     for name, run in params.runs.items():
+        if name in leave_out:
+            out[name] = RunView(name=name, params=run)  # no folder: nothing of it is read
+            continue
         folder = runs_dir / name
         out[name] = RunView(name=name, params=run, metrics=_read_json(folder / "metrics.json"),
                             protocol=_read_json(folder / "eval" / "protocol.json") or {},
@@ -570,10 +576,11 @@ def best_epoch_lines(runs: dict[str, RunView]) -> list[str]:
             "headline numbers stay the last epoch's, since reporting the best would select on the test set."]
 
 
-def build_report(params: Params, runs_dir: Path | str, out_dir: Path | str) -> Path:
-    """Write the report folder for every run in `params.runs`; returns the page's path."""
+def build_report(params: Params, runs_dir: Path | str, out_dir: Path | str, leave_out: Iterable[str] = ()) -> Path:
+    """Write the report folder for every run in `params.runs` (those of `leave_out` as not made
+    yet); returns the page's path."""
     with staged_dir(out_dir) as tmp:
-        _write(collect_runs(params, runs_dir), tmp)
+        _write(collect_runs(params, runs_dir, leave_out), tmp)
     return Path(out_dir) / PAGE
 
 
@@ -587,7 +594,7 @@ def _write(runs: dict[str, RunView], out: Path) -> None:
     lines += metric_tables(runs)
 
     lines += ["", "## Samples (last fixed-noise grid)", ""]
-    with_grid = [n for n, r in runs.items() if (r.folder / "samples" / "final.png").is_file()]
+    with_grid = [n for n, r in runs.items() if r.folder and (r.folder / "samples" / "final.png").is_file()]
     if with_grid:
         for name in with_grid:
             shutil.copyfile(runs[name].folder / "samples" / "final.png", out / "samples" / f"{name}.png")
@@ -608,7 +615,7 @@ def _write(runs: dict[str, RunView], out: Path) -> None:
         lines.append("No training logs yet.")
     lines += best_epoch_lines(runs)
 
-    histograms = [n for n, r in runs.items() if (r.folder / "eval" / "class_histogram.png").is_file()]
+    histograms = [n for n, r in runs.items() if r.folder and (r.folder / "eval" / "class_histogram.png").is_file()]
     if histograms:
         lines += ["", "## Generated class histograms", ""]
         for name in histograms:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipeline.config import ParamsError, load_params
 from pipeline.datasets import staged_dir
-from pipeline.results_archive import archive_runs, forget_restored, keep_archived, restore
+from pipeline.results_archive import archive_runs, forget_restored, keep_archived, outdated_in_copy, restore
 from pipeline.smoke import REPO, run, smoke_repo
 
 RESULTS_PARAMS = REPO / "params.results.yaml"
@@ -38,7 +38,7 @@ def _say_where_from(page: Path, only: list[str] | None, restored: list[str], sta
         note += (f" Taken from earlier steps, whose code and params are still those of this checkout "
                  f"([runs/](runs/), each with its provenance.json): {', '.join(restored)}.")
     if stale:
-        note += (" Archived but stale (recomputed if --only named them, else left out): "
+        note += (" Stale, from the archive or from this work copy (recomputed if --only named them, else left out): "
                  + "; ".join(f"{name} ({why})" for name, why in stale.items()) + ".")
     page.write_text("\n".join([lines[0], "", note, *lines[1:]]) + "\n")
 
@@ -67,8 +67,16 @@ def results(workdir: Path | None = None, out: Path = DOCS, only: list[str] | Non
             chosen = [n for n in matching if n not in restored]
             if chosen:
                 run(["dvc", "repro", *(f"evaluate@{name}" for name in chosen)], dest, env)
+            # What this work copy made in earlier steps and the checkout has changed since: off the
+            # page, like a stale archived run.
+            outdated = outdated_in_copy(dest, [n for n in names if n not in restored and n not in chosen],
+                                        out / ARCHIVE, source_root=REPO)
+            for name, why in outdated.items():
+                print(f"results: {name} is left off the page: {why}")
+            stale.update(outdated)
             # The report stage would reproduce every run first: build the page directly.
-            run([sys.executable, "-m", "pipeline", "report"], dest, env)
+            run([sys.executable, "-m", "pipeline", "report", *(["--leave-out", *outdated] if outdated else [])],
+                dest, env)
         else:
             forget_restored(dest, names)
             run(["dvc", "repro", "report"], dest, env)

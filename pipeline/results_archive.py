@@ -172,6 +172,33 @@ def restore(archive: Path, dest: Path, runs: list[str], source_root: Path) -> tu
     return restored, stale
 
 
+def outdated_in_copy(dest: Path, runs: list[str], archive: Path, source_root: Path) -> dict[str, str]:
+    """{run: why} for each run of `runs` the copy evaluated itself (not restored) whose outputs DVC
+    finds older than the checkout: the page must not show them, as a stale archived run is not
+    shown. A run whose archived provenance equals the current one is not among them: its
+    experiment is unchanged and only DVC's bookkeeping differs (a new dependency on an upstream
+    output, say)."""
+    dest, archive = Path(dest).resolve(), Path(archive).resolve()  # _open changes the working directory
+    mine = [n for n in runs if (dest / "runs" / n / "metrics.json").is_file()
+            and not (dest / "runs" / n / PROVENANCE).is_file()]
+    outdated: dict[str, str] = {}
+    if not mine:
+        return outdated
+    with _open(dest) as repo:
+        for name in mine:
+            changed = repo.status(targets=[f"evaluate@{name}"], with_deps=True)
+            if not changed:
+                continue
+            try:
+                archived = _read_record(archive / name / PROVENANCE, source_root)["stages"]
+                if first_difference(archived, provenance(repo, f"evaluate@{name}", source_root)) is None:
+                    continue
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # no usable archived record: DVC's word stands
+            outdated[name] = f"its outputs in the work copy predate a change to {', '.join(sorted(changed))} (dvc status)"
+    return outdated
+
+
 def _earlier_revision(previous: Path | None, name: str, stages: dict, source_root: Path) -> str | None:
     """The revision an earlier step archived this same experiment at (previous/<name>), if any.
     The work copy keeps its finished runs from step to step and DVC finds them up to date, so a

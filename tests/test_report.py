@@ -106,6 +106,17 @@ def test_report_has_a_row_per_run_with_spreads_floor_grids_and_curves(tmp_path):
     assert (reports / "index.md").read_text() == text
 
 
+
+def test_a_run_left_out_shows_as_not_made_although_its_files_are_there(tmp_path):
+    params = Params(runs=RUNS)
+    runs = tmp_path / "runs"
+    fake_run(runs / "gan-mnist", metrics(41.2345, 0.9), seed=0)
+    fake_run(runs / "dcgan-mnist", metrics(12.5, 0.95), seed=1)
+    text = build_report(params, runs, tmp_path / "reports", leave_out=["gan-mnist"]).read_text()
+    rows = table(text, "Sample quality")
+    assert "not trained" in next(r for r in rows if r.startswith("| gan-mnist")) and "41.23" not in text
+    assert "12.50" in next(r for r in rows if r.startswith("| dcgan-mnist"))
+
 def test_seeds_are_grouped_and_differences_judged_against_the_seed_spread(tmp_path):
     runs = tmp_path / "runs"
     spec = {}

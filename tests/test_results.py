@@ -80,3 +80,25 @@ def test_archived_runs_still_current_are_restored_not_reproduced(tmp_path, fake_
     fake_copy.clear()
     results_module.results(tmp_path / "work", out=tmp_path / "docs", only=["gan-mnist-s0"])
     assert fake_copy == [["-m", "pipeline", "report"]]  # all it names is restored: only the page is built
+
+
+def test_runs_the_work_copy_made_before_a_change_are_left_off_the_page(tmp_path, fake_copy, monkeypatch):
+    calls = {}
+
+    def outdated_in_copy(dest, runs, archive, source_root):
+        calls["outdated"] = list(runs)
+        return {"gan-mnist-s1": "its outputs in the work copy predate a change to evaluate@gan-mnist-s1 (dvc status)"}
+
+    monkeypatch.setattr(results_module, "outdated_in_copy", outdated_in_copy)
+    # gan-mnist-s1 was made in this work copy, so restore leaves it to DVC.
+    monkeypatch.setattr(results_module, "restore", lambda archive, dest, runs, source_root: ([], {}))
+    (tmp_path / "docs" / "runs" / "gan-mnist-s1").mkdir(parents=True)  # archived by an earlier step
+    (tmp_path / "docs" / "runs" / "gan-mnist-s1" / "provenance.json").write_text("{}")
+    out = results_module.results(tmp_path / "work", out=tmp_path / "docs", only=["gan-mnist-s0"])
+    # Asked of every run this step neither restores nor reproduces, after the step's own `dvc repro`.
+    assert "gan-mnist-s0" not in calls["outdated"] and "gan-mnist-s1" in calls["outdated"]
+    assert fake_copy == [["dvc", "repro", "evaluate@gan-mnist-s0"],
+                         ["-m", "pipeline", "report", "--leave-out", "gan-mnist-s1"]]
+    note = (out / "index.md").read_text().splitlines()[2]
+    assert "gan-mnist-s1 (its outputs in the work copy predate a change" in note
+    assert not (out / "runs" / "gan-mnist-s1").exists()  # its archive was of the old experiment too

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.results_archive import ARCHIVED, PROVENANCE, archive_runs, forget_restored, keep_archived, restore
+from pipeline.results_archive import ARCHIVED, PROVENANCE, archive_runs, forget_restored, keep_archived, \
+    outdated_in_copy, restore
 from pipeline.smoke import REPO
 
 DVC_YAML = {
@@ -165,6 +166,24 @@ def test_outputs_older_than_the_code_are_not_archived(tmp_path):
     dvc(project, "repro", "evaluate@a")
     (project / "evaluate.py").write_text(SCRIPTS["evaluate.py"] + "# changed after the run\n")
     assert archive_runs(project, ["a"], tmp_path / "archive", source_root=project) == []
+
+
+def test_runs_a_work_copy_made_before_a_change_are_outdated_unless_the_experiment_is_the_archived_one(archived):
+    archive, first = archived  # a and b reproduced in `first` and archived from there
+    assert outdated_in_copy(first, ["a", "b"], archive, first) == {}
+    # A new dependency on an upstream output: DVC finds both stale, the experiment is the archived one.
+    spec = yaml.safe_load((first / "dvc.yaml").read_text())
+    spec["stages"]["evaluate"]["do"]["deps"].append("runs/${key}/train.json")
+    (first / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert outdated_in_copy(first, ["a", "b"], archive, first) == {}
+    # A source change: the experiment differs, with or without an archived record (b's is gone).
+    shutil.rmtree(archive / "b")
+    (first / "evaluate.py").write_text(SCRIPTS["evaluate.py"] + "# changed after the run\n")
+    outdated = outdated_in_copy(first, ["a", "b"], archive, first)
+    assert set(outdated) == {"a", "b"} and "evaluate@a" in outdated["a"], outdated
+    # A run this copy did not evaluate is not its to judge.
+    (first / "runs" / "b" / "metrics.json").unlink()
+    assert set(outdated_in_copy(first, ["a", "b"], archive, first)) == {"a"}
 
 
 def test_forget_restored_clears_a_restored_run_before_dvc_produces_it(archived, tmp_path):
