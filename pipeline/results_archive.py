@@ -189,29 +189,28 @@ def outdated_in_copy(dest: Path, runs: list[str], archive: Path, source_root: Pa
             changed = repo.status(targets=[f"evaluate@{name}"], with_deps=True)
             if not changed:
                 continue
-            try:
-                archived = _read_record(archive / name / PROVENANCE, source_root)["stages"]
-                if first_difference(archived, provenance(repo, f"evaluate@{name}", source_root)) is None:
-                    continue
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # no usable archived record: DVC's word stands
+            if _current_record(archive, name, provenance(repo, f"evaluate@{name}", source_root), source_root):
+                continue
             outdated[name] = f"its outputs in the work copy predate a change to {', '.join(sorted(changed))} (dvc status)"
     return outdated
+
+
+def _current_record(archive: Path, name: str, stages: dict, source_root: Path) -> dict | None:
+    """archive/<name>'s record when its experiment is `stages` (the current provenance), else None
+    (no record, an unreadable one, or one restore would call stale)."""
+    try:
+        record = _read_record(archive / name / PROVENANCE, source_root)
+        return record if first_difference(record["stages"], stages) is None else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _earlier_revision(previous: Path | None, name: str, stages: dict, source_root: Path) -> str | None:
     """The revision an earlier step archived this same experiment at (previous/<name>), if any.
     The work copy keeps its finished runs from step to step and DVC finds them up to date, so a
     later step archives them again: they keep the commit they were made at, not the later one."""
-    if previous is None:
-        return None
-    try:
-        record = _read_record(previous / name / PROVENANCE, source_root)
-        if first_difference(record["stages"], stages) is None:
-            return record["revision"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no earlier record, or one restore would call stale: this step's revision it is
-    return None
+    record = _current_record(previous, name, stages, source_root) if previous is not None else None
+    return record.get("revision") if record else None  # else this step's revision it is
 
 
 def archive_runs(dest: Path, runs: list[str], into: Path, source_root: Path,
