@@ -26,6 +26,7 @@ from typing import Iterable
 
 import numpy as np
 import yaml
+from matplotlib.ticker import FuncFormatter
 
 from pipeline.comparisons import MANY, Estimate, Test, compare, holm, one_sample, pooled_spread, seed_estimate
 from pipeline.config import EvaluateParams, Params, RunParams
@@ -64,7 +65,8 @@ CI95_Z = 1.96
 CONTROLS = [("probe_vs_random_d", "probe_vs_random_d_ci95", "random D"),
             ("probe_vs_pixels", "probe_vs_pixels_ci95", "pixels")]
 CURVES = [("loss_d", "D loss"), ("loss_g", "G loss"), ("d_real", "D(x) real"), ("d_fake", "D(G(z))")]
-EVAL_CURVES = [("fid", "FID (Inception) over training (evaluate, G snapshots)"),
+FID_CURVE_TITLE = "FID (Inception) over training (evaluate, G snapshots)"
+EVAL_CURVES = [("fid", FID_CURVE_TITLE),
                ("fid_domain", "FID (domain) over training (evaluate, G snapshots)"),
                ("mode_coverage", "digit classes covered over training")]
 SEED_SUFFIX = re.compile(r"[-_.]?(s|seed)\d+$")
@@ -86,12 +88,14 @@ def read_curves(live_dir: Path) -> dict[str, tuple[list[float], list[float]]]:
 
 
 def read_eval_curve(path: Path) -> dict[str, tuple[list[float], list[float]]]:
-    """{metric: (epochs, values)} from evaluate's curve.tsv (columns: epoch, fid_domain, ...)."""
+    """{metric: (epochs, values)} from evaluate's curve.tsv (columns: epoch, fid, fid_std,
+    fid_domain, ...), each metric's bootstrap spread under `<metric>_std` where it has one."""
     curves = {}
     for metric, _ in EVAL_CURVES:
-        epochs, values = _read_columns(path, "epoch", metric)
-        if epochs:
-            curves[metric] = (epochs, values)
+        for column in (metric, f"{metric}_std"):
+            epochs, values = _read_columns(path, "epoch", column)
+            if epochs:
+                curves[column] = (epochs, values)
     return curves
 
 
@@ -518,11 +522,15 @@ def control_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> lis
 # --------------------------------------------------------------------------- page
 
 
-def _curve_figure(curves: dict[str, tuple[list[float], list[float]]], title: str, offset: int = 1):
+def _curve_figure(curves: dict[str, tuple[list[float], list[float]]], title: str, offset: int = 1,
+                  bands: dict[str, tuple[list[float], list[float]]] | None = None):
+    """One line per entry of `curves`; `bands` shades (low, high) around the lines it names."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for name, (steps, values) in curves.items():
-        ax.plot([s + offset for s in steps], values, label=name, linewidth=1.2,
-                marker="o" if len(steps) <= 50 else None, markersize=3)
+        xs = [s + offset for s in steps]
+        line, = ax.plot(xs, values, label=name, linewidth=1.2, marker="o" if len(steps) <= 50 else None, markersize=3)
+        if bands and name in bands:
+            ax.fill_between(xs, *bands[name], color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("epoch")
     epochs = [s + offset for steps, _ in curves.values() for s in steps]
     if epochs and min(epochs) > 0 and max(epochs) / min(epochs) >= 50:
@@ -531,6 +539,50 @@ def _curve_figure(curves: dict[str, tuple[list[float], list[float]]], title: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def group_curve(members: list[RunView], metric: str) -> tuple[list[float], list[Estimate]] | None:
+    """A seed group's curve over training: at each epoch every evaluated member's curve has, the
+    mean over the seeds ± its standard error (as the Over seeds table); None under 2 such members."""
+    curves = [dict(zip(*r.eval_curves[metric])) for r in members if metric in r.eval_curves]
+    if len(curves) < 2:
+        return None
+    epochs = sorted(set.intersection(*(set(c) for c in curves)))
+    return epochs, [seed_estimate([c[e] for c in curves]) for e in epochs]
+
+
+def eval_curve_figure(runs: dict[str, RunView], groups: dict[str, list[str]], metric: str, title: str):
+    """The curve of each seed group (its mean over the seeds, shaded from the lowest to the highest
+    seed) and of each run outside one; None when no run has the curve. Eleven runs' lines in one
+    small figure hide each other, and a group's seeds are one experiment."""
+    curves, bands, grouped = {}, {}, set()
+    for group, names in groups.items():
+        members = [runs[n] for n in names]
+        mean = group_curve(members, metric)
+        if mean is None:
+            continue
+        epochs, estimates = mean
+        label = f"{group}: mean, seed range"
+        curves[label] = (epochs, [e.value for e in estimates])
+        seeds = [dict(zip(*r.eval_curves[metric])) for r in members if metric in r.eval_curves]
+        bands[label] = ([min(c[e] for c in seeds) for e in epochs], [max(c[e] for c in seeds) for e in epochs])
+        grouped.update(names)
+    for name, run in runs.items():
+        if name not in grouped and metric in run.eval_curves:
+            curves[name] = run.eval_curves[metric]
+    if not curves:
+        return None
+    figure = _curve_figure(curves, title, offset=0, bands=bands)
+    if metric.startswith("fid") and all(v > 0 for _, values in curves.values() for v in values):
+        # Runs an order of magnitude apart (the MLP GAN's 100s, the DCGANs' 10s) on one axis:
+        # a log scale keeps the DCGAN variants' differences visible.
+        figure.axes[0].set_yscale("log")
+        # 20, 30, 50, 100 rather than 2x10^1, and not every minor tick (60 70 80 90 collide)
+        figure.axes[0].yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        figure.axes[0].yaxis.set_minor_formatter(FuncFormatter(
+            lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "235" else ""))
+        figure.axes[0].set_ylabel(f"{metric} (log scale)")
+    return figure
 
 
 def _hours(seconds: float) -> str:
@@ -559,21 +611,46 @@ def training_cost_lines(runs: dict[str, RunView]) -> list[str]:
             "evaluation; epochs trained before a resume on another machine count where they ran."]
 
 
-def best_epoch_lines(runs: dict[str, RunView]) -> list[str]:
-    """Which snapshot had the lowest FID on each run's curve (evaluate's protocol.json)."""
-    rows = []
+def fid_curve_lines(runs: dict[str, RunView], groups: dict[str, list[str]], figure: str | None = None) -> list[str]:
+    """The standard FID at each snapshot evaluate scored (curve.tsv), with its spread, for each
+    seed group (mean over the seeds ± standard error) and each run (± bootstrap std), and the
+    epoch where it was lowest; `figure` is the page's path of its plot (eval_curve_figure)."""
+    rows = []  # (label, {epoch: cell}, best epoch, samples per point, headline epoch)
+    for group, names in groups.items():
+        mean = group_curve([runs[n] for n in names], "fid")
+        if mean is not None:
+            epochs, estimates = mean
+            best = epochs[min(range(len(epochs)), key=lambda i: estimates[i].value)]
+            samples = {str((runs[n].protocol.get("curve") or {}).get("samples", "?")) for n in names}
+            n = estimates[0].n
+            rows.append((f"{group}: mean" if n == len(names) else f"{group}: mean of the {n} evaluated",
+                         {e: cell(est.value, est.se, ".1f") for e, est in zip(epochs, estimates)}, best,
+                         " / ".join(sorted(samples)), runs[names[0]].params.epochs))
     for name, run in runs.items():
-        curve = run.protocol.get("curve") or {}
-        best = curve.get("best_epoch_fid")
-        if best:
-            rows.append([name, str(best["epoch"]), f"{best['fid']:.2f}", str(curve.get("samples", "?")),
-                         str(run.params.epochs)])
+        if "fid" not in run.eval_curves:
+            continue
+        epochs, values = run.eval_curves["fid"]
+        spread = dict(zip(*run.eval_curves.get("fid_std", ([], []))))
+        best = epochs[min(range(len(epochs)), key=values.__getitem__)]
+        rows.append((name, {e: cell(v, spread.get(e), ".1f") for e, v in zip(epochs, values)}, best,
+                     str((run.protocol.get("curve") or {}).get("samples", "?")), run.params.epochs))
     if not rows:
         return []
-    return ["", *_table(["run", "best epoch by FID (curve)", "its FID", "samples per point", "headline epoch"], rows),
-            "", "The curves' points use fewer samples than the headline (FID is biased upwards at small n: compare "
-            "points of one curve). The best epoch is chosen on the test reference, so it describes the run; the "
-            "headline numbers stay the last epoch's, since reporting the best would select on the test set."]
+    columns = sorted({e for _, cells, *_ in rows for e in cells})
+    table = _table(["run or group", *(f"epoch {e:g}" for e in columns), "lowest at epoch", "samples per point",
+                    "headline epoch"],
+                   [[label, *(cells.get(e, "") for e in columns), f"{best:g}", samples, str(headline)]
+                    for label, cells, best, samples, headline in rows])
+    return ["", "## Standard FID over training", "",
+            "The Inception FID of G's snapshots (`runs.<run>.snapshot_every`, scored by evaluate with "
+            "`evaluate.curve_samples` samples a point against the same test reference as the headline). A run's ± "
+            "is the bootstrap std of its point; a seed group's is the standard error of its mean over the seeds, "
+            "whose figure line is that mean, shaded from the lowest seed to the highest.", "",
+            *([f"![{FID_CURVE_TITLE}]({figure})", ""] if figure else []), *table, "",
+            "The curves' points use fewer samples than the headline (FID is biased upwards at small n: compare "
+            "points of one curve, not a point with the headline). The lowest point is found on the test reference, "
+            "so it describes the run; the headline numbers stay the last epoch's, since reporting the best epoch "
+            "would select on the test set."]
 
 
 def build_report(params: Params, runs_dir: Path | str, out_dir: Path | str, leave_out: Iterable[str] = ()) -> Path:
@@ -604,16 +681,27 @@ def _write(runs: dict[str, RunView], out: Path) -> None:
 
     lines += ["", "## Training curves", ""]
     drawn = 0
-    for source, offset, curves in (("curves", 1, CURVES), ("eval_curves", 0, EVAL_CURVES)):
-        for metric, title in curves:  # DVCLive step 0 = after epoch 1; curve.tsv holds epochs
-            having = {n: getattr(r, source)[metric] for n, r in runs.items() if metric in getattr(r, source)}
-            if having:
-                save_figure(_curve_figure(having, title, offset), out / "figures" / f"{metric}.png")
-                lines += [f"![{title}](figures/{metric}.png)", ""]
-                drawn += 1
+    for metric, title in CURVES:  # DVCLive step 0 = after epoch 1
+        having = {n: r.curves[metric] for n, r in runs.items() if metric in r.curves}
+        if having:
+            save_figure(_curve_figure(having, title), out / "figures" / f"{metric}.png")
+            lines += [f"![{title}](figures/{metric}.png)", ""]
+            drawn += 1
+    groups = seed_groups(runs)
+    for metric, title in EVAL_CURVES:  # curve.tsv holds epochs
+        if metric == "fid":
+            continue  # under its own heading, beside its table (fid_curve_lines)
+        figure = eval_curve_figure(runs, groups, metric, title)
+        if figure is not None:
+            save_figure(figure, out / "figures" / f"{metric}.png")
+            lines += [f"![{title}](figures/{metric}.png)", ""]
+            drawn += 1
     if not drawn:
         lines.append("No training logs yet.")
-    lines += best_epoch_lines(runs)
+    figure = eval_curve_figure(runs, groups, "fid", FID_CURVE_TITLE)
+    if figure is not None:
+        save_figure(figure, out / "figures" / "fid.png")
+    lines += fid_curve_lines(runs, groups, "figures/fid.png" if figure is not None else None)
 
     histograms = [n for n, r in runs.items() if r.folder and (r.folder / "eval" / "class_histogram.png").is_file()]
     if histograms:

@@ -285,16 +285,55 @@ def test_device_and_precision_are_shown_and_a_group_or_verdict_that_mixes_them_s
     assert "| cpu fp32 |" in group and "mixes" not in group
 
 
-def test_the_best_epoch_of_each_curve_is_named_and_the_headline_stays_the_last():
-    from pipeline.report import best_epoch_lines
+def test_the_standard_fid_curve_is_tabled_with_spreads_per_run_and_per_seed_group(tmp_path):
+    runs = tmp_path / "runs"
+    spec = {f"dcgan-mnist-s{seed}": {"model": "dcgan", **MNIST, "seed": seed, "epochs": 20} for seed in range(3)}
+    spec["dcgan-mnist-e200"] = {"model": "dcgan", **MNIST, "seed": 0, "epochs": 200}
+    # (epoch, fid) per run: the seeds' curves are lowest at epoch 10 on average, seed 2's at 5.
+    curves = {"dcgan-mnist-s0": [(1, 150), (5, 40), (10, 30), (20, 31)],
+              "dcgan-mnist-s1": [(1, 160), (5, 44), (10, 32), (20, 35)],
+              "dcgan-mnist-s2": [(1, 140), (5, 30), (10, 34), (20, 33)],
+              "dcgan-mnist-e200": [(1, 150), (20, 31), (200, 12)]}
+    for name, points in curves.items():
+        fake_run(runs / name, metrics(100, 0.95), int(name[-1]) if name[-2] == "s" else 0, curve=False)
+        (runs / name / "curve.tsv").write_text("epoch\tfid\tfid_std\tfid_domain\n" + "".join(
+            f"{epoch}\t{fid}\t0.5\t{10 * fid}\n" for epoch, fid in points))
+        (runs / name / "eval" / "protocol.json").write_text(json.dumps({"curve": {"samples": 2500}}))
+    text = build_report(Params(runs=spec), runs, tmp_path / "reports").read_text()
+    rows = table(text, "Standard FID over training")
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert header[1:8] == ["epoch 1", "epoch 5", "epoch 10", "epoch 20", "epoch 200", "lowest at epoch",
+                           "samples per point"]
+    group = dict(zip(header, (c.strip() for c in next(r for r in rows if r.startswith("| dcgan-mnist (3 seeds): mean |")).strip("|").split("|"))))
+    assert group["epoch 5"] == "38.0 ± 4.2"  # mean of 40, 44, 30 ± std (7.21) / sqrt(3)
+    assert group["lowest at epoch"] == "10" and group["epoch 200"] == "" and group["headline epoch"] == "20"
+    seed2 = dict(zip(header, (c.strip() for c in next(r for r in rows if r.startswith("| dcgan-mnist-s2 ")).strip("|").split("|"))))
+    assert seed2["epoch 5"] == "30.0 ± 0.5" and seed2["lowest at epoch"] == "5"
+    long = dict(zip(header, (c.strip() for c in next(r for r in rows if r.startswith("| dcgan-mnist-e200 ")).strip("|").split("|"))))
+    assert long["epoch 200"] == "12.0 ± 0.5" and long["epoch 5"] == "" and long["lowest at epoch"] == "200"
+    assert long["samples per point"] == "2500" and long["headline epoch"] == "200"
+    assert "headline numbers stay the last epoch's" in text
+    section = text.split("## Standard FID over training")[1]
+    assert "](figures/fid.png)" in section and (tmp_path / "reports" / "figures" / "fid.png").stat().st_size > 1000
+    assert "](figures/fid_domain.png)" in text
 
-    runs = {"dcgan-mnist": view("dcgan-mnist", 0, metrics(200, 0.95)), "gan-mnist": view("gan-mnist", 0, None, "gan")}
-    runs["dcgan-mnist"].protocol = {"curve": {"samples": 2500, "best_epoch_fid": {"epoch": 50, "fid": 12.345}}}
-    lines = best_epoch_lines(runs)
-    (row,) = [line for line in lines if line.startswith("| dcgan-mnist")]
-    assert row == "| dcgan-mnist | 50 | 12.35 | 2500 | 200 |"
-    assert any("headline numbers stay the last epoch's" in line for line in lines)
-    assert best_epoch_lines({"gan-mnist": runs["gan-mnist"]}) == []
+
+def test_a_seed_group_is_drawn_as_its_mean_with_the_seeds_range_and_other_runs_alone():
+    from pipeline.report import eval_curve_figure
+
+    runs = {f"dcgan-mnist-s{seed}": view(f"dcgan-mnist-s{seed}", seed, None) for seed in range(2)}
+    runs["dcgan-mnist-s0"].eval_curves = {"fid": ([1, 5, 20], [150.0, 40.0, 30.0])}
+    runs["dcgan-mnist-s1"].eval_curves = {"fid": ([1, 5], [170.0, 50.0])}  # its evaluation stopped early
+    runs["gan-mnist"] = view("gan-mnist", 0, None, "gan")
+    runs["gan-mnist"].eval_curves = {"fid": ([1, 20], [300.0, 200.0])}
+    figure = eval_curve_figure(runs, seed_groups(runs), "fid", "FID")
+    ax = figure.axes[0]
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+    assert lines == {"dcgan-mnist (2 seeds): mean, seed range": ([1, 5], [160.0, 45.0]), "gan-mnist": ([1, 20], [300.0, 200.0])}
+    (band,) = ax.collections  # the group's range: from its lowest seed to its highest at each epoch
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == 40.0 and ys.max() == 170.0
+    assert eval_curve_figure(runs, {}, "fid_domain", "FID (domain)") is None
 
 
 def test_what_training_cost_comes_from_train_json():
