@@ -386,8 +386,10 @@ def comparison_units(runs: dict[str, RunView], groups: dict[str, list[str]]) -> 
     notes = []
     grouped = {n for names in groups.values() for n in names}
     for group, names in groups.items():
-        units[group] = (runs[names[0]].params.dataset, [runs[n] for n in names])
         evaluated = [n for n in names if runs[n].metrics]
+        # A group with one evaluated seed is that run, and its rows say so (a results page built in steps).
+        label = group if len(evaluated) != 1 else f"{evaluated[0]} (1 of {len(names)} seeds)"
+        units[label] = (runs[names[0]].params.dataset, [runs[n] for n in names])
         if len(evaluated) < 2:
             notes.append(f"- {group}: {len(evaluated)} of {len(names)} seeds evaluated"
                          + (f", so it is compared as the single run {evaluated[0]}." if evaluated else
