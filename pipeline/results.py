@@ -10,23 +10,53 @@ With `--only` the profile is built in steps, reusing the archived runs. The copy
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
+from datetime import datetime, timezone
 from fnmatch import fnmatch
 from pathlib import Path
 
 from pipeline.config import ParamsError, load_params
 from pipeline.datasets import staged_dir
-from pipeline.results_archive import archive_runs, forget_restored, keep_archived, outdated_in_copy, restore
+from pipeline.device import cpu_name
+from pipeline.results_archive import archive_runs, forget_restored, git_revision, keep_archived, outdated_in_copy, restore
 from pipeline.smoke import REPO, run, smoke_repo
 
 RESULTS_PARAMS = REPO / "params.results.yaml"
 DOCS = REPO / "docs" / "results"
 ARCHIVE = "runs"  # docs/results/runs/<run>: the runs behind the page (pipeline/results_archive.py)
+# docs/results/runs/steps.json: every finished step that built the page (what it reproduced, where,
+# its wall time), so the page can say what the whole profile cost when it was made in many steps.
+STEPS = "steps.json"
 
 
-def _say_where_from(page: Path, only: list[str] | None, restored: list[str], stale: dict[str, str]) -> None:
+def earlier_steps(archive: Path) -> list[dict]:
+    """The ledger of the steps that built the page so far (archive/steps.json; [] before the
+    first). Read before a step starts, so that a damaged ledger stops it at once, not hours later."""
+    path = archive / STEPS
+    try:
+        steps = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except json.JSONDecodeError as error:
+        raise ParamsError(f"{path}: not JSON ({error}); restore it from git (`git checkout -- {path}`)") from error
+    if not isinstance(steps, list):
+        raise ParamsError(f"{path}: expected a list of steps, got {type(steps).__name__}")
+    return steps
+
+
+def _steps_line(steps: list[dict]) -> str:
+    total = sum(s.get("wall_seconds", 0) for s in steps) / 60
+    return (f"Made in {len(steps)} step{'s' * (len(steps) != 1)} of `python -m pipeline results`, "
+            f"{int(total // 60)}:{round(total % 60):02d} (h:mm) of wall time in all ([runs/{STEPS}](runs/{STEPS}) "
+            "lists each: what it reproduced, on which CPU, how long; a step interrupted before it wrote the page is "
+            "not there, but the epochs it trained are in the runs' train.json).")
+
+
+def _say_where_from(page: Path, only: list[str] | None, restored: list[str], stale: dict[str, str],
+                    steps: list[dict] | None = None) -> None:
     """The page says which params it shows: in the copy they were its params.yaml, here they are
     params.results.yaml (and, with --only, which runs were reproduced and which came from the
     archive)."""
@@ -40,6 +70,8 @@ def _say_where_from(page: Path, only: list[str] | None, restored: list[str], sta
     if stale:
         note += (" Stale, from the archive or from this work copy (recomputed if --only named them, else left out): "
                  + "; ".join(f"{name} ({why})" for name, why in stale.items()) + ".")
+    if steps:
+        note += " " + _steps_line(steps)
     page.write_text("\n".join([lines[0], "", note, *lines[1:]]) + "\n")
 
 
@@ -51,8 +83,10 @@ def results(workdir: Path | None = None, out: Path = DOCS, only: list[str] | Non
     as not trained yet. Without it, `dvc repro report`: every run from scratch."""
     started = time.perf_counter()
     out = Path(out).resolve()
+    steps = earlier_steps(out / ARCHIVE)
     restored: list[str] = []
     stale: dict[str, str] = {}
+    chosen: list[str] | None = None  # None: every run (`dvc repro report`)
     with smoke_repo(workdir, params_file=RESULTS_PARAMS) as (dest, env):
         names = list(load_params(dest / "params.yaml").runs)
         if only:
@@ -86,7 +120,14 @@ def results(workdir: Path | None = None, out: Path = DOCS, only: list[str] | Non
                             previous=out / ARCHIVE)
         for name in keep_archived(out / ARCHIVE, tmp / ARCHIVE, [n for n in names if n not in done and n not in stale]):
             print(f"results: {name} stays archived from an earlier step (not evaluated in this copy, not on the page)")
-        _say_where_from(tmp / "index.md", only, restored, stale)
+        seconds = time.perf_counter() - started
+        steps.append({"command": "python -m pipeline results" + (" --only " + " ".join(only) if only else ""),
+                      "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      "wall_seconds": round(seconds), "reproduced": names if chosen is None else chosen,
+                      "restored": restored, "cpu": cpu_name(), "revision": git_revision(REPO)})
+        (tmp / ARCHIVE).mkdir(exist_ok=True)
+        (tmp / ARCHIVE / STEPS).write_text(json.dumps(steps, indent=1) + "\n")
+        _say_where_from(tmp / "index.md", only, restored, stale, steps)
     minutes = (time.perf_counter() - started) / 60
     print(f"\nresults copied to {out} ({minutes:.0f} min); the repo copy is kept at {dest}")
     return out

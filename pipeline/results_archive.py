@@ -80,7 +80,7 @@ def provenance(repo, target: str, root: Path) -> dict:
     return portable(dict(sorted(record.items())), root)
 
 
-def _git_revision(repo_root: Path) -> str | None:
+def git_revision(repo_root: Path) -> str | None:
     """The commit the results were made from, with '+dirty' for uncommitted changes (for readers;
     validity is decided by the provenance, not by this)."""
     def git(*args: str) -> str:
@@ -226,7 +226,7 @@ def archive_runs(dest: Path, runs: list[str], into: Path, source_root: Path,
     evaluated = [n for n in runs if (dest / "runs" / n / "metrics.json").is_file()]
     if not evaluated:
         return done
-    revision = _git_revision(source_root)
+    revision = git_revision(source_root)
     with _open(dest) as repo:
         for name in evaluated:
             folder = dest / "runs" / name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 
 import pytest
@@ -102,3 +103,22 @@ def test_runs_the_work_copy_made_before_a_change_are_left_off_the_page(tmp_path,
     note = (out / "index.md").read_text().splitlines()[2]
     assert "gan-mnist-s1 (its outputs in the work copy predate a change" in note
     assert not (out / "runs" / "gan-mnist-s1").exists()  # its archive was of the old experiment too
+
+
+def test_each_step_is_recorded_and_the_page_says_what_all_steps_cost(tmp_path, fake_copy):
+    out = tmp_path / "docs"
+    results_module.results(tmp_path / "work", out=out, only=["gan-mnist-s0"])
+    results_module.results(tmp_path / "work", out=out, only=["dcgan-mnist-s?"])
+    steps = json.loads((out / "runs" / "steps.json").read_text())
+    assert [s["command"] for s in steps] == ["python -m pipeline results --only gan-mnist-s0",
+                                             "python -m pipeline results --only dcgan-mnist-s?"]
+    assert steps[1]["reproduced"] == ["dcgan-mnist-s0", "dcgan-mnist-s1", "dcgan-mnist-s2"]
+    assert all(s["wall_seconds"] >= 0 and s["cpu"] and s["finished"].endswith("+00:00") for s in steps)
+    note = (out / "index.md").read_text().splitlines()[2]
+    assert "Made in 2 steps of `python -m pipeline results`, 0:00 (h:mm) of wall time in all" in note
+    # A ledger it cannot read (a bad merge) stops the next step before any work, naming the file.
+    (out / "runs" / "steps.json").write_text("{not json")
+    fake_copy.clear()
+    with pytest.raises(ParamsError, match="steps.json: not JSON"):
+        results_module.results(tmp_path / "work", out=out, only=["gan-mnist-s0"])
+    assert fake_copy == []
