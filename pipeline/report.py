@@ -436,7 +436,8 @@ def comparison_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> 
         a, b, metric, lower_better, ea, eb, test = entry
         better = a if (test.diff < 0) == lower_better else b
         noise = "–" if test.noise is None else f"{test.diff:+.4g} (noise sd {test.noise:.2g})"
-        mixes = units_label(units[a][1] + units[b][1])
+        # Only the runs behind the two numbers: a seed not evaluated yet mixes nothing in.
+        mixes = units_label([r for r in units[a][1] + units[b][1] if r.metrics and _finite(r.metrics.get(metric))])
         basis = test.basis + (f"; **{mixes}**" if mixes.startswith("mixes") else "")
         rows.append([f"{a} vs {b}", metric, f"{ea.value:.4g} vs {eb.value:.4g}", noise, basis,
                      "–" if test.p is None else f"{test.p:.2g}", _verdict(test, reject.get(id(entry)), better)])

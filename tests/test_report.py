@@ -285,6 +285,7 @@ def test_device_and_precision_are_shown_and_a_group_or_verdict_that_mixes_them_s
     runs["dcgan-mnist-s2"] = view("dcgan-mnist-s2", 2, None)
     group = next(r for r in table("\n".join(metric_tables(runs)), "Over seeds") if r.startswith("| dcgan-mnist (3 seeds)"))
     assert "| cpu fp32 |" in group and "mixes" not in group
+    assert "mixes" not in row(verdict_rows(runs), "fid_domain")  # nor into a verdict on the group's mean
 
 
 def test_the_standard_fid_curve_is_tabled_with_spreads_per_run_and_per_seed_group(tmp_path):
