@@ -9,7 +9,9 @@ statistics, the domain classifier), each with its command, the values of the par
 and the DVC hashes of its source dependencies (the files in git, never an upstream stage's
 output). A later `python -m pipeline results --only ...` shows an archived run only while that
 provenance equals the one the current checkout defines; a changed source file, param or command
-anywhere upstream makes it stale, and it is left out of the page with the reason printed.
+anywhere upstream makes it stale, and it is left out of the page with the reason printed (one
+exception: a run trained with `precision: auto` stays current when the profile pins auto's value
+since, as its train.json records it resolved in every stretch; `as_trained`).
 
 Why not DVC's own lock and cache: the big outputs (checkpoints, G's snapshots) are what must not go
 into git, and upstream *data* hashes differ between CPUs (the fp32 Inception's reference
@@ -124,6 +126,37 @@ def first_difference(archived: dict, current: dict) -> str | None:
     return None
 
 
+# Training knobs whose `auto` each stretch of train.json records resolved. A run archived with
+# `precision: auto` that meant fp32 in every stretch is the experiment a profile pinning
+# `precision: fp32` defines: pinning it (so that every machine trains the same experiment, whatever
+# its bf16 support) must not discard the runs already made, and must discard one where auto meant bf16.
+RESOLVED_IN_TRAIN_JSON = ("precision",)
+
+
+def as_trained(archived: dict, current: dict, train_json: Path) -> dict:
+    """`archived` (a provenance's stages) with each `auto` of RESOLVED_IN_TRAIN_JSON in its training
+    params replaced by the value it resolved to in every stretch of `train_json`, where the current
+    params pin exactly that value; unchanged otherwise (so `first_difference` decides as before)."""
+    try:
+        stretches = json.loads(Path(train_json).read_text())["stretches"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return archived
+    out = json.loads(json.dumps(archived))  # a copy: the record itself stays as it was archived
+    for stage, entry in out.items():
+        if not stage.startswith("train@") or stage not in current:
+            continue
+        for key, params in entry["params"].items():
+            now = current[stage]["params"].get(key)
+            if not (isinstance(params, dict) and isinstance(now, dict)):
+                continue
+            for knob in RESOLVED_IN_TRAIN_JSON:
+                resolved = {s.get(knob) for s in stretches if isinstance(s, dict)}
+                if (params.get(knob) == "auto" and now.get(knob) != "auto" and stretches
+                        and resolved == {now.get(knob)}):
+                    params[knob] = now[knob]
+    return out
+
+
 def _read_record(path: Path, source_root: Path) -> dict:
     """An archived provenance.json, its stages' paths relative to `source_root` (portable).
     Raises OSError, ValueError, KeyError or TypeError for a file that is not such a record."""
@@ -161,7 +194,8 @@ def restore(archive: Path, dest: Path, runs: list[str], source_root: Path) -> tu
             except (ValueError, KeyError, TypeError) as err:
                 archived, why = None, f"{record} is unreadable ({err!r})"
             if archived is not None:
-                why = first_difference(archived, provenance(repo, f"evaluate@{name}", source_root))
+                current = provenance(repo, f"evaluate@{name}", source_root)
+                why = first_difference(as_trained(archived, current, archive / name / "train.json"), current)
             if why:
                 stale[name] = why
                 forget_restored(dest, [name])  # what an earlier restore into this copy left
@@ -200,7 +234,8 @@ def _current_record(archive: Path, name: str, stages: dict, source_root: Path) -
     (no record, an unreadable one, or one restore would call stale)."""
     try:
         record = _read_record(archive / name / PROVENANCE, source_root)
-        return record if first_difference(record["stages"], stages) is None else None
+        trained = as_trained(record["stages"], stages, archive / name / "train.json")
+        return record if first_difference(trained, stages) is None else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

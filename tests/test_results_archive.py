@@ -256,3 +256,26 @@ def test_relative_folders_mean_the_callers_working_directory(tmp_path, monkeypat
     second = make_project(tmp_path / "second")
     assert restore(Path("archive"), Path("second"), ["a"], second) == (["a"], {})
     assert (second / "runs" / "a" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize(("trained_at", "pinned", "stale"), [
+    ("fp32", "fp32", {}),  # auto meant fp32 there: pinning fp32 keeps the same experiment
+    ("fp32", "auto", {}),  # nothing pinned: the params are unchanged
+    ("bf16", "fp32", {"a": "train@a: param runs.a changed"}),  # auto meant bf16: another experiment
+    ("fp32", "bf16", {"a": "train@a: param runs.a changed"}),
+    ("mixed", "fp32", {"a": "train@a: param runs.a changed"}),  # resumed on another machine at bf16
+])
+def test_a_precision_pinned_to_what_auto_resolved_to_keeps_the_archived_run(tmp_path, trained_at, pinned, stale):
+    params = {**PARAMS, "runs": {"a": {"seed": 0, "precision": "auto"}}}
+    first = make_project(tmp_path / "first", params)
+    dvc(first, "repro", "evaluate@a")
+    archive = tmp_path / "archive"
+    assert archive_runs(first, ["a"], archive, source_root=first) == ["a"]
+    stretches = [{"precision": "fp32"}, {"precision": "bf16"}] if trained_at == "mixed" else [{"precision": trained_at}]
+    (archive / "a" / "train.json").write_text(json.dumps({"stretches": stretches}))
+    second = make_project(tmp_path / "second", {**PARAMS, "runs": {"a": {"seed": 0, "precision": pinned}}})
+    restored, found = restore(archive, second, ["a"], second)
+    assert (restored, found) == ([] if stale else ["a"], stale)
+    if not stale:  # the record is restored as it was made: with the auto it trained with
+        record = json.loads((second / "runs" / "a" / PROVENANCE).read_text())
+        assert record["stages"]["train@a"]["params"]["runs.a"]["precision"] == "auto"
