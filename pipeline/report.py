@@ -70,7 +70,8 @@ EVAL_CURVES = [("fid", FID_CURVE_TITLE),
                ("fid_domain", "FID (domain) over training (evaluate, G snapshots)"),
                ("mode_coverage", "digit classes covered over training")]
 SEED_SUFFIX = re.compile(r"[-_.]?(s|seed)\d+$")
-TRAINED_ON_NOTE = ("*trained on*: the device kind and the precision `auto` resolved to (runs/<run>/train.json, which "
+TRAINED_ON_NOTE = ("*trained on*: the device kind and the precision it trained at (the run's `precision`, or what "
+                   "`auto` resolved to; runs/<run>/train.json, which "
                    "also names the CPU or GPU, memory format, versions and speed); *mixed* when a run was resumed "
                    "under other settings, *?* when it has no record.")
 
@@ -593,6 +594,19 @@ def _hours(seconds: float) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}"
 
 
+def device_label(device: dict) -> str:
+    """A stretch's device as the cost table names it. CPUs of one model name differ several-fold in
+    speed by instruction set and threads (an AMD EPYC with AVX2 trained the MNIST DCGAN at 211 s an
+    epoch, one with AVX-512 at 63 s, both fp32 on 2 threads), so a CPU carries both:
+    'AMD EPYC (AVX512, 2 threads)'."""
+    name = device.get("name", "?")
+    if device.get("kind") != "cpu":
+        return name
+    extra = [str(device["capability"])] if device.get("capability") else []
+    extra += [f"{device['threads']} thread{'s' * (device['threads'] != 1)}"] if device.get("threads") else []
+    return f"{name} ({', '.join(extra)})" if extra else name
+
+
 def training_cost_lines(runs: dict[str, RunView]) -> list[str]:
     """What each run's training cost, from its train.json: device, precision, time and speed."""
     rows = []
@@ -600,7 +614,7 @@ def training_cost_lines(runs: dict[str, RunView]) -> list[str]:
         record = run.record
         if not record.get("epochs"):
             continue
-        devices = sorted({(s.get("device") or {}).get("name", "?") for s in record.get("stretches", [])
+        devices = sorted({device_label(s.get("device") or {}) for s in record.get("stretches", [])
                           if not s.get("unrecorded")})
         rows.append([name, trained_label(run), ", ".join(devices), str(len(record["epochs"])),
                      _hours(record.get("train_seconds") or 0), f"{record['seconds_per_epoch']:.1f}",

@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from fnmatch import fnmatch
 from pathlib import Path
 
+import torch
+
 from pipeline.config import ParamsError, load_params
 from pipeline.datasets import staged_dir
 from pipeline.device import cpu_name
@@ -124,7 +126,9 @@ def results(workdir: Path | None = None, out: Path = DOCS, only: list[str] | Non
         steps.append({"command": "python -m pipeline results" + (" --only " + " ".join(only) if only else ""),
                       "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                       "wall_seconds": round(seconds), "reproduced": names if chosen is None else chosen,
-                      "restored": restored, "cpu": cpu_name(), "revision": git_revision(REPO)})
+                      "restored": restored, "cpu": cpu_name(),
+                      # one model name, several-fold apart in speed: its instruction set says why
+                      "cpu_capability": torch.backends.cpu.get_cpu_capability(), "revision": git_revision(REPO)})
         (tmp / ARCHIVE).mkdir(exist_ok=True)
         (tmp / ARCHIVE / STEPS).write_text(json.dumps(steps, indent=1) + "\n")
         _say_where_from(tmp / "index.md", only, restored, stale, steps)

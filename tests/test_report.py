@@ -348,6 +348,16 @@ def test_what_training_cost_comes_from_train_json():
     (row,) = [line for line in training_cost_lines(runs) if line.startswith("| dcgan-mnist")]
     assert row == "| dcgan-mnist | cpu bf16 | CPU | 120 | 1:30 | 45.2 | 1,327 |"
     assert training_cost_lines({"old": runs["old"]}) == []  # no record, no table
+    # Two CPUs of one model name, told apart by what makes one several times faster.
+    for seed, capability in ((1, "AVX2"), (2, "AVX512")):
+        runs[f"dcgan-mnist-s{seed}"] = view(f"dcgan-mnist-s{seed}", seed, metrics(200, 0.95))
+        runs[f"dcgan-mnist-s{seed}"].record = {
+            "stretches": [{"device": {"kind": "cpu", "name": "AMD EPYC", "capability": capability, "threads": 2},
+                           "precision": "fp32"}],
+            "train_seconds": 4000.0, "seconds_per_epoch": 200.0, "images_per_s": 300.0, "epochs": [{"epoch": 1}]}
+    cells = {line.split(" | ")[0]: line.split(" | ")[2] for line in training_cost_lines(runs) if line.startswith("| dcgan")}
+    assert cells["| dcgan-mnist-s1"] == "AMD EPYC (AVX2, 2 threads)"
+    assert cells["| dcgan-mnist-s2"] == "AMD EPYC (AVX512, 2 threads)"
 
 
 def with_resamples(run: RunView, resamples: np.ndarray, seed: int = 0) -> RunView:

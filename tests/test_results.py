@@ -113,7 +113,7 @@ def test_each_step_is_recorded_and_the_page_says_what_all_steps_cost(tmp_path, f
     assert [s["command"] for s in steps] == ["python -m pipeline results --only gan-mnist-s0",
                                              "python -m pipeline results --only dcgan-mnist-s?"]
     assert steps[1]["reproduced"] == ["dcgan-mnist-s0", "dcgan-mnist-s1", "dcgan-mnist-s2"]
-    assert all(s["wall_seconds"] >= 0 and s["cpu"] and s["finished"].endswith("+00:00") for s in steps)
+    assert all(s["wall_seconds"] >= 0 and s["cpu"] and s["cpu_capability"] and s["finished"].endswith("+00:00") for s in steps)
     note = (out / "index.md").read_text().splitlines()[2]
     assert "Made in 2 steps of `python -m pipeline results`, 0:00 (h:mm) of wall time in all" in note
     # A ledger it cannot read (a bad merge) stops the next step before any work, naming the file.
