@@ -10,8 +10,8 @@ and the DVC hashes of its source dependencies (the files in git, never an upstre
 output). A later `python -m pipeline results --only ...` shows an archived run only while that
 provenance equals the one the current checkout defines; a changed source file, param or command
 anywhere upstream makes it stale, and it is left out of the page with the reason printed (one
-exception: a run trained with `precision: auto` stays current when the profile pins auto's value
-since, as its train.json records it resolved in every stretch; `as_trained`).
+exception: a run trained with `precision: auto` stays current when the profile has since pinned
+the precision auto resolved to in every stretch of its train.json; `as_trained`).
 
 Why not DVC's own lock and cache: the big outputs (checkpoints, G's snapshots) are what must not go
 into git, and upstream *data* hashes differ between CPUs (the fp32 Inception's reference
