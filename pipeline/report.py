@@ -388,8 +388,14 @@ def comparison_units(runs: dict[str, RunView], groups: dict[str, list[str]]) -> 
     grouped = {n for names in groups.values() for n in names}
     for group, names in groups.items():
         evaluated = [n for n in names if runs[n].metrics]
-        # A group with one evaluated seed is that run, and its rows say so (a results page built in steps).
-        label = group if len(evaluated) != 1 else f"{evaluated[0]} (1 of {len(names)} seeds)"
+        # A group with one evaluated seed is that run, and one with some of its seeds says how many:
+        # its rows say so (a results page built in steps).
+        if len(evaluated) == 1:
+            label = f"{evaluated[0]} (1 of {len(names)} seeds)"
+        elif 1 < len(evaluated) < len(names):
+            label = f"{group.rsplit(' (', 1)[0]} ({len(evaluated)} of {len(names)} seeds)"
+        else:
+            label = group
         units[label] = (runs[names[0]].params.dataset, [runs[n] for n in names])
         if len(evaluated) < 2:
             notes.append(f"- {group}: {len(evaluated)} of {len(names)} seeds evaluated"

@@ -218,6 +218,11 @@ def test_a_seed_group_with_one_evaluated_run_is_compared_as_that_run_and_said_so
     assert any(line.startswith("| dcgan-mnist-s0 (1 of 2 seeds) vs gan-mnist | fid_domain") for line in lines)
     assert not any(line.startswith("| dcgan-mnist (2 seeds) vs") for line in lines)
     assert "- dcgan-mnist (2 seeds): 1 of 2 seeds evaluated, so it is compared as the single run dcgan-mnist-s0." in lines
+    # Two of three seeds: a group mean, over the two it has.
+    runs["dcgan-mnist-s2"] = view("dcgan-mnist-s2", 2, metrics(205, 0.95))
+    runs["dcgan-mnist-s1"] = view("dcgan-mnist-s1", 1, None)
+    lines = comparison_lines(runs, seed_groups(runs))
+    assert any(line.startswith("| dcgan-mnist (2 of 3 seeds) vs gan-mnist | fid_domain") for line in lines)
 
 
 def test_d_against_random_d_is_paired_per_run_and_over_seeds():
