@@ -314,7 +314,12 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
                     cells.append("–")
             # How the evaluated seeds trained: a seed not trained yet mixes nothing in.
             done = [runs[n] for n in names if runs[n].metrics]
-            rows.append([group, ", ".join(names), units_label(done) if done else "–", *cells])
+            # The means are over the evaluated seeds: a group built in steps names the others.
+            waiting = [n for n in names if not runs[n].metrics]
+            members = ", ".join(r.name for r in done) if done and waiting else ", ".join(names)
+            if done and waiting:
+                members += f" (not evaluated yet: {', '.join(waiting)})"
+            rows.append([group, members, units_label(done) if done else "–", *cells])
         lines += _table(["group", "runs", "trained on", *(c[2] for c in columns)], rows)
 
     lines += ["", "## Which differences are beyond noise", ""]

@@ -290,6 +290,8 @@ def test_device_and_precision_are_shown_and_a_group_or_verdict_that_mixes_them_s
     runs["dcgan-mnist-s2"] = view("dcgan-mnist-s2", 2, None)
     group = next(r for r in table("\n".join(metric_tables(runs)), "Over seeds") if r.startswith("| dcgan-mnist (3 seeds)"))
     assert "| cpu fp32 |" in group and "mixes" not in group
+    # Its means are over the two evaluated seeds, and the row says which one is missing.
+    assert "| dcgan-mnist-s0, dcgan-mnist-s1 (not evaluated yet: dcgan-mnist-s2) |" in group
     assert "mixes" not in row(verdict_rows(runs), "fid_domain")  # nor into a verdict on the group's mean
 
 
