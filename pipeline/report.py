@@ -316,9 +316,9 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
             done = [runs[n] for n in names if runs[n].metrics]
             # The means are over the evaluated seeds: a group built in steps names the others.
             waiting = [n for n in names if not runs[n].metrics]
-            members = ", ".join(r.name for r in done) if done and waiting else ", ".join(names)
+            members = ", ".join(names)
             if done and waiting:
-                members += f" (not evaluated yet: {', '.join(waiting)})"
+                members = f"{', '.join(r.name for r in done)} (not evaluated yet: {', '.join(waiting)})"
             rows.append([group, members, units_label(done) if done else "–", *cells])
         lines += _table(["group", "runs", "trained on", *(c[2] for c in columns)], rows)
 
@@ -398,7 +398,7 @@ def comparison_units(runs: dict[str, RunView], groups: dict[str, list[str]]) -> 
         if len(evaluated) == 1:
             label = f"{evaluated[0]} (1 of {len(names)} seeds)"
         elif 1 < len(evaluated) < len(names):
-            label = f"{group.rsplit(' (', 1)[0]} ({len(evaluated)} of {len(names)} seeds)"
+            label = f"{SEED_SUFFIX.sub('', names[0])} ({len(evaluated)} of {len(names)} seeds)"  # as seed_groups names it
         else:
             label = group
         units[label] = (runs[names[0]].params.dataset, [runs[n] for n in names])

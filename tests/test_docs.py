@@ -115,9 +115,8 @@ def test_numbers_quoted_from_the_results_page_are_on_it():
     """README's Results and docs/results.md quote docs/results/index.md, which
     `python -m pipeline results` regenerates: a number that is not on the page (at the quoted
     precision) is one that drifted when the page was regenerated and the prose was not."""
-    pages = {RESULTS_PAGE: [float(n.replace(",", "")) for n in _numbers(RESULTS_PAGE.read_text())]}
-    if IN_PROGRESS_PAGE.is_file():
-        pages[IN_PROGRESS_PAGE] = [float(n.replace(",", "")) for n in _numbers(IN_PROGRESS_PAGE.read_text())]
+    pages = {page: [float(n.replace(",", "")) for n in _numbers(page.read_text())]
+             for page in (RESULTS_PAGE, IN_PROGRESS_PAGE) if page.is_file()}
     drifted = []
     for where, text in _quoting_sections():
         for paragraph in re.split(r"\n\s*\n", _from_elsewhere(text)):
