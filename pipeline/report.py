@@ -358,13 +358,14 @@ def _protocol_line(runs: dict[str, RunView]) -> str:
                             sort_keys=True) for r in runs.values() if r.protocol}
     if not protocols:
         return "No run evaluated yet."
-    parts = []
+    parts = []  # one per protocol as the page words it: runs that differ in protocol.json only by which G is
+    # scored (G or its average, named in the model column) share one
     for text in sorted(protocols):
         p = json.loads(text)
         g, real = p.get("generated", {}), p.get("real", {})
         parts.append(f"protocol {p.get('protocol')}: {g.get('count')} generated (G sampled in {g.get('sample_mode')} "
                      f"mode) vs {real.get('count')} real {real.get('split')} images of {real.get('dataset')}")
-    return ("; ".join(parts) + ". FID, KID, precision, recall: Inception features; (domain): the MNIST classifier's "
+    return ("; ".join(dict.fromkeys(parts)) + ". FID, KID, precision, recall: Inception features; (domain): the MNIST classifier's "
             "features. ± is the standard error of the number over new generated sets with the real reference fixed "
             "(FID: std over bootstrap resamples of the generated features, conservative near the floor; KID: from "
             "its U-statistic, not the spread of single subsets); it is sampling noise only, the training seed's luck "

@@ -117,6 +117,22 @@ def test_a_run_left_out_shows_as_not_made_although_its_files_are_there(tmp_path)
     assert "not trained" in next(r for r in rows if r.startswith("| gan-mnist")) and "41.23" not in text
     assert "12.50" in next(r for r in rows if r.startswith("| dcgan-mnist"))
 
+def test_runs_scoring_g_or_its_average_share_one_protocol_sentence_and_other_protocols_get_their_own(tmp_path):
+    params = Params(runs=RUNS)
+    runs = tmp_path / "runs"
+    for seed, name in enumerate(RUNS):
+        fake_run(runs / name, metrics(40.0 + seed, 0.9), seed=seed)
+    def generated(path: Path, **changes) -> None:
+        protocol = json.loads(path.read_text())
+        protocol["generated"].update(changes)
+        path.write_text(json.dumps(protocol))
+    generated(runs / "dcgan-mnist" / "eval" / "protocol.json", generator={"weights": "ema/generator.pt"})
+    generated(runs / "dcgan-anime" / "eval" / "protocol.json", count=5000)
+    text = build_report(params, runs, tmp_path / "reports").read_text()
+    assert text.count("protocol test10k: 10000 generated") == 1
+    assert text.count("protocol test10k: 5000 generated") == 1
+
+
 def test_seeds_are_grouped_and_differences_judged_against_the_seed_spread(tmp_path):
     runs = tmp_path / "runs"
     spec = {}
