@@ -23,7 +23,8 @@ import torch
 from pipeline.config import ParamsError, load_params
 from pipeline.datasets import staged_dir
 from pipeline.device import cpu_name
-from pipeline.results_archive import archive_runs, forget_restored, git_revision, keep_archived, outdated_in_copy, restore
+from pipeline.results_archive import archive_runs, current_in_copy, forget_restored, git_revision, keep_archived, \
+    outdated_in_copy, restore
 from pipeline.smoke import REPO, run, smoke_repo
 
 RESULTS_PARAMS = REPO / "params.results.yaml"
@@ -58,7 +59,7 @@ def _steps_line(steps: list[dict]) -> str:
 
 
 def _say_where_from(page: Path, only: list[str] | None, restored: list[str], stale: dict[str, str],
-                    steps: list[dict] | None = None) -> None:
+                    steps: list[dict] | None = None, current: list[str] | None = None) -> None:
     """The page says which params it shows: in the copy they were its params.yaml, here they are
     params.results.yaml (and, with --only, which runs were reproduced and which came from the
     archive)."""
@@ -69,6 +70,9 @@ def _say_where_from(page: Path, only: list[str] | None, restored: list[str], sta
     if restored:
         note += (f" Taken from earlier steps, whose code and params are still those of this checkout "
                  f"([runs/](runs/), each with its provenance.json): {', '.join(restored)}.")
+    if current:
+        note += (f" Evaluated by an earlier step in this work copy and still current there (dvc status), so not "
+                 f"recomputed: {', '.join(current)}.")
     if stale:
         note += (" Stale, from the archive or from this work copy (recomputed if --only named them, else left out): "
                  + "; ".join(f"{name} ({why})" for name, why in stale.items()) + ".")
@@ -89,6 +93,7 @@ def results(workdir: Path | None = None, out: Path = DOCS, only: list[str] | Non
     restored: list[str] = []
     stale: dict[str, str] = {}
     chosen: list[str] | None = None  # None: every run (`dvc repro report`)
+    current: list[str] = []  # of `chosen`, those the work copy already holds up to date
     with smoke_repo(workdir, params_file=RESULTS_PARAMS) as (dest, env):
         names = list(load_params(dest / "params.yaml").runs)
         if only:
@@ -101,6 +106,7 @@ def results(workdir: Path | None = None, out: Path = DOCS, only: list[str] | Non
             # What an earlier step restored into this copy, and is not restored now, is not DVC's output.
             forget_restored(dest, [n for n in names if n not in restored])
             chosen = [n for n in matching if n not in restored]
+            current = current_in_copy(dest, chosen)
             if chosen:
                 run(["dvc", "repro", *(f"evaluate@{name}" for name in chosen)], dest, env)
             # What this work copy made in earlier steps and the checkout has changed since: off the
@@ -125,13 +131,14 @@ def results(workdir: Path | None = None, out: Path = DOCS, only: list[str] | Non
         seconds = time.perf_counter() - started
         steps.append({"command": "python -m pipeline results" + (" --only " + " ".join(only) if only else ""),
                       "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      "wall_seconds": round(seconds), "reproduced": names if chosen is None else chosen,
-                      "restored": restored, "cpu": cpu_name(),
+                      "wall_seconds": round(seconds),
+                      "reproduced": names if chosen is None else [n for n in chosen if n not in current],
+                      "current_in_work_copy": current, "restored": restored, "cpu": cpu_name(),
                       # one model name, several-fold apart in speed: its instruction set says why
                       "cpu_capability": torch.backends.cpu.get_cpu_capability(), "revision": git_revision(REPO)})
         (tmp / ARCHIVE).mkdir(exist_ok=True)
         (tmp / ARCHIVE / STEPS).write_text(json.dumps(steps, indent=1) + "\n")
-        _say_where_from(tmp / "index.md", only, restored, stale, steps)
+        _say_where_from(tmp / "index.md", only, restored, stale, steps, current)
     minutes = (time.perf_counter() - started) / 60
     print(f"\nresults copied to {out} ({minutes:.0f} min); the repo copy is kept at {dest}")
     return out

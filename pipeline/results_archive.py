@@ -206,6 +206,19 @@ def restore(archive: Path, dest: Path, runs: list[str], source_root: Path) -> tu
     return restored, stale
 
 
+def current_in_copy(dest: Path, runs: list[str]) -> list[str]:
+    """The runs of `runs` this work copy has evaluated itself (not restored) and DVC finds up to
+    date, upstream included: a `dvc repro` of them is a no-op, so a step's ledger must not count
+    them as reproduced by it."""
+    dest = Path(dest).resolve()  # _open changes the working directory
+    mine = [n for n in runs if (dest / "runs" / n / "metrics.json").is_file()
+            and not (dest / "runs" / n / PROVENANCE).is_file()]
+    if not mine:
+        return []
+    with _open(dest) as repo:
+        return [name for name in mine if not repo.status(targets=[f"evaluate@{name}"], with_deps=True)]
+
+
 def outdated_in_copy(dest: Path, runs: list[str], archive: Path, source_root: Path) -> dict[str, str]:
     """{run: why} for each run of `runs` the copy evaluated itself (not restored) whose outputs DVC
     finds older than the checkout: the page must not show them, as a stale archived run is not

@@ -105,6 +105,24 @@ def test_runs_the_work_copy_made_before_a_change_are_left_off_the_page(tmp_path,
     assert not (out / "runs" / "gan-mnist-s1").exists()  # its archive was of the old experiment too
 
 
+def test_runs_the_work_copy_already_holds_up_to_date_are_not_counted_as_reproduced(tmp_path, fake_copy, monkeypatch):
+    asked = {}
+
+    def current_in_copy(dest, runs):
+        asked["runs"] = list(runs)
+        return ["gan-mnist-s0"]
+
+    monkeypatch.setattr(results_module, "current_in_copy", current_in_copy)
+    out = results_module.results(tmp_path / "work", out=tmp_path / "docs", only=["gan-mnist-s?"])
+    assert asked["runs"] == ["gan-mnist-s0", "gan-mnist-s1", "gan-mnist-s2"]
+    # DVC still decides (a no-op for the current run); the ledger says what this step computed.
+    assert fake_copy[0] == ["dvc", "repro", "evaluate@gan-mnist-s0", "evaluate@gan-mnist-s1", "evaluate@gan-mnist-s2"]
+    step = json.loads((out / "runs" / "steps.json").read_text())[-1]
+    assert step["reproduced"] == ["gan-mnist-s1", "gan-mnist-s2"] and step["current_in_work_copy"] == ["gan-mnist-s0"]
+    note = (out / "index.md").read_text().splitlines()[2]
+    assert "still current there (dvc status), so not recomputed: gan-mnist-s0." in note
+
+
 def test_each_step_is_recorded_and_the_page_says_what_all_steps_cost(tmp_path, fake_copy):
     out = tmp_path / "docs"
     results_module.results(tmp_path / "work", out=out, only=["gan-mnist-s0"])

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.results_archive import ARCHIVED, PROVENANCE, archive_runs, forget_restored, keep_archived, \
-    outdated_in_copy, restore
+from pipeline.results_archive import ARCHIVED, PROVENANCE, archive_runs, current_in_copy, forget_restored, \
+    keep_archived, outdated_in_copy, restore
 from pipeline.smoke import REPO
 
 DVC_YAML = {
@@ -184,6 +184,17 @@ def test_runs_a_work_copy_made_before_a_change_are_outdated_unless_the_experimen
     # A run this copy did not evaluate is not its to judge.
     (first / "runs" / "b" / "metrics.json").unlink()
     assert set(outdated_in_copy(first, ["a", "b"], archive, first)) == {"a"}
+
+
+def test_runs_a_work_copy_holds_up_to_date_are_current_and_a_change_or_a_restore_is_not(archived, tmp_path):
+    archive, first = archived  # a and b reproduced in `first`
+    assert current_in_copy(first, ["a", "b"]) == ["a", "b"]
+    (first / "lib" / "helper.py").write_text("SCALE = 2\n")  # upstream of train, so of evaluate
+    assert current_in_copy(first, ["a", "b"]) == []
+    second = make_project(tmp_path / "second")
+    dvc(second, "repro", "evaluate@b")
+    restore(archive, second, ["a"], second)  # a is the archive's, not this copy's
+    assert current_in_copy(second, ["a", "b"]) == ["b"]
 
 
 def test_forget_restored_clears_a_restored_run_before_dvc_produces_it(archived, tmp_path):
