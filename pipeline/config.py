@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, \
+    model_validator
 
 # The crawler owns anime.crawl, the raw folder and the params-file reading; pipeline builds on
 # crawlers, never the reverse (tests/crawlers/test_layering.py).
@@ -337,12 +338,37 @@ class EvaluateParams(Strict):
         return value
 
 
+# A seed group's name: its runs' names without the seed suffix (dcgan-mnist-s0 .. -s2: dcgan-mnist).
+SEED_SUFFIX = re.compile(r"[-_.]?(s|seed)\d+$")
+
+
+class ReportParams(Strict):
+    # The pairs the report's verdict table tests ("Which differences are beyond noise"): each side a
+    # run outside a seed group, or a seed group by its name without the seed suffix. Holm corrects
+    # over every test of the table, so each pair added costs the others power, and a pair nobody
+    # asked about (a 200-epoch run against the averaged G) only dilutes the questions asked: a
+    # profile asking a few questions declares them (params.results.yaml). null: every pair of runs
+    # or groups on one dataset.
+    comparisons: list[tuple[str, str]] | None = None
+
+
 class Params(Strict):
     mnist: MnistParams = MnistParams()
     celeba: CelebaParams = CelebaParams()
     anime: AnimeParams = AnimeParams()
     runs: dict[str, RunParams]
     evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
+
+    @field_validator("report")
+    @classmethod
+    def _compared_runs_exist(cls, report: ReportParams, info: ValidationInfo) -> ReportParams:
+        runs = info.data.get("runs") or {}  # absent when runs itself failed: that error is reported
+        known = set(runs) | {SEED_SUFFIX.sub("", name) for name in runs}
+        for name in (name for pair in report.comparisons or [] for name in pair):
+            if runs and name not in known:
+                raise ValueError(f"comparisons: {name!r} is neither a run nor a seed group (runs: {', '.join(runs)})")
+        return report
 
     @field_validator("runs")
     @classmethod

@@ -29,7 +29,7 @@ import yaml
 from matplotlib.ticker import FuncFormatter
 
 from pipeline.comparisons import MANY, Estimate, Test, compare, holm, one_sample, pooled_spread, seed_estimate
-from pipeline.config import EvaluateParams, Params, RunParams
+from pipeline.config import PARAMS_FILE, SEED_SUFFIX, EvaluateParams, Params, ParamsError, RunParams
 from pipeline.datasets import staged_dir
 from pipeline.evaluate.names import domain_name
 from pipeline.evaluate.plots import plt, save_figure
@@ -69,7 +69,6 @@ FID_CURVE_TITLE = "FID (Inception) over training (evaluate, G snapshots)"
 EVAL_CURVES = [("fid", FID_CURVE_TITLE),
                ("fid_domain", "FID (domain) over training (evaluate, G snapshots)"),
                ("mode_coverage", "digit classes covered over training")]
-SEED_SUFFIX = re.compile(r"[-_.]?(s|seed)\d+$")
 TRAINED_ON_NOTE = ("*trained on*: the device kind and the precision it trained at (the run's `precision`, or what "
                    "`auto` resolved to; runs/<run>/train.json, which "
                    "also names the CPU or GPU, memory format, versions and speed); *mixed* when a run was resumed "
@@ -255,8 +254,9 @@ def _present(columns, metrics: list[dict]) -> list:
     return [c for c in columns if any(_finite(m.get(c[0])) for m in metrics)] or columns[:1]
 
 
-def metric_tables(runs: dict[str, RunView]) -> list[str]:
-    """Markdown: the quality and probe tables, floors, seed groups and comparisons."""
+def metric_tables(runs: dict[str, RunView], comparisons: list[tuple[str, str]] | None = None) -> list[str]:
+    """Markdown: the quality and probe tables, floors, seed groups and comparisons (of the declared
+    pairs, params report.comparisons; None: every pair on one dataset)."""
     evaluated = [r.metrics for r in runs.values() if r.metrics]
     quality, probe = _present(QUALITY, evaluated), _present(PROBE, evaluated)
     lines = ["## Sample quality", ""]
@@ -323,7 +323,7 @@ def metric_tables(runs: dict[str, RunView]) -> list[str]:
         lines += _table(["group", "runs", "trained on", *(c[2] for c in columns)], rows)
 
     lines += ["", "## Which differences are beyond noise", ""]
-    lines += comparison_lines(runs, groups)
+    lines += comparison_lines(runs, groups, comparisons)
     lines += ["", "## Does D beat its controls?", ""]
     lines += control_lines(runs, groups)
     return lines
@@ -419,29 +419,52 @@ def _verdict(test: Test, reject: bool | None, better: str) -> str:
     return f"**yes**: {better} is better" if reject else "no: within noise"
 
 
-def comparison_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> list[str]:
-    """For each pair of units (runs or seed groups) on one dataset and each headline metric: the
-    difference, the noise it is judged against, and whether it is beyond noise (Holm over the table)."""
+def declared_pairs(units: dict[str, tuple[str, list[RunView]]], comparisons: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The unit labels of each declared pair (params report.comparisons names a seed group without
+    its seed suffix, whatever number of its seeds is evaluated, and a run outside a group by its name)."""
+    label = {(SEED_SUFFIX.sub("", unit_runs[0].name) if len(unit_runs) > 1 else unit_runs[0].name): name
+             for name, (_, unit_runs) in units.items()}
+    pairs = []
+    for pair in comparisons:
+        for name in pair:
+            if name not in label:
+                raise ParamsError(f"{PARAMS_FILE}: report.comparisons: {name!r} is not a seed group or a run outside "
+                                  f"one (those are: {', '.join(label)})")
+        a, b = (label[name] for name in pair)
+        if units[a][0] != units[b][0]:
+            raise ParamsError(f"{PARAMS_FILE}: report.comparisons: {pair[0]} and {pair[1]} are on different datasets")
+        pairs.append((a, b))
+    return pairs
+
+
+def comparison_lines(runs: dict[str, RunView], groups: dict[str, list[str]],
+                     comparisons: list[tuple[str, str]] | None = None) -> list[str]:
+    """For each pair of units (runs or seed groups) on one dataset, or each declared pair
+    (`comparisons`, params report.comparisons), and each headline metric: the difference, the noise
+    it is judged against, and whether it is beyond noise (Holm over the table)."""
     units, notes = comparison_units(runs, groups)
     estimates = {(u, metric): unit_estimate(unit_runs, metric, spread)
                  for u, (_, unit_runs) in units.items() for metric, spread, _ in HEADLINES}
     pools = {(dataset, metric): pooled_spread({u: estimates[u, metric] for u, (d, _) in units.items()
                                                if d == dataset and estimates[u, metric] is not None})
              for dataset, _ in units.values() for metric, _, _ in HEADLINES}
-    tests = []
     names = list(units)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if units[a][0] != units[b][0]:
+    if comparisons is None:
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if units[a][0] == units[b][0]]
+    else:
+        pairs = declared_pairs(units, comparisons)
+    tests = []
+    for a, b in pairs:
+        for metric, _, lower_better in HEADLINES:
+            ea, eb = estimates[a, metric], estimates[b, metric]
+            if ea is None or eb is None:
                 continue
-            for metric, _, lower_better in HEADLINES:
-                ea, eb = estimates[a, metric], estimates[b, metric]
-                if ea is None or eb is None:
-                    continue
-                test = compare(ea, eb, (a, b), pools[units[a][0], metric])
-                tests.append((a, b, metric, lower_better, ea, eb, test))
+            test = compare(ea, eb, (a, b), pools[units[a][0], metric])
+            tests.append((a, b, metric, lower_better, ea, eb, test))
     if not tests:
-        return ["No two evaluated runs (or seed groups) of one dataset to compare.", *([""] + notes if notes else [])]
+        empty = ("None of the pairs params report.comparisons declares is evaluated on both sides yet."
+                 if comparisons is not None else "No two evaluated runs (or seed groups) of one dataset to compare.")
+        return [empty, *([""] + notes if notes else [])]
     decided = [t for t in tests if t[-1].p is not None]
     reject = dict(zip(map(id, decided), holm([t[-1].p for t in decided])))
     rows = []
@@ -462,9 +485,16 @@ def comparison_lines(runs: dict[str, RunView], groups: dict[str, list[str]]) -> 
             f"seed spread pooled over the dataset's seed groups is borrowed, and where the dataset has none the "
             f"verdict is *unknown* (add seeds: docs/comparing.md, Seeds), with the test against sampling noise alone shown for "
             f"information. *yes* means beyond noise after Holm's correction over the {len(decided)} tests of this "
-            f"table (family-wise error 5%). Where the noise column says *mixes*, the runs compared (or a group's "
+            f"table (family-wise error 5%{_family(comparisons)}). Where the noise column says *mixes*, the runs compared (or a group's "
             f"seeds) were trained on other devices or precisions (train.json), so the difference holds that too.",
             *([""] + notes if notes else [])]
+
+
+def _family(comparisons: list[tuple[str, str]] | None) -> str:
+    if comparisons is None:
+        return "; every pair of runs or seed groups on one dataset: params report.comparisons can name the pairs asked about"
+    asked = ", ".join(f"{a} vs {b}" for a, b in comparisons)
+    return f"; the pairs params report.comparisons declares, and only those: {asked}"
 
 
 def shared_test_noise(runs: list[RunView], metric: str) -> float | None:
@@ -686,18 +716,18 @@ def build_report(params: Params, runs_dir: Path | str, out_dir: Path | str, leav
     """Write the report folder for every run in `params.runs` (those of `leave_out` as not made
     yet); returns the page's path."""
     with staged_dir(out_dir) as tmp:
-        _write(collect_runs(params, runs_dir, leave_out), tmp)
+        _write(collect_runs(params, runs_dir, leave_out), tmp, params.report.comparisons)
     return Path(out_dir) / PAGE
 
 
-def _write(runs: dict[str, RunView], out: Path) -> None:
+def _write(runs: dict[str, RunView], out: Path, comparisons: list[tuple[str, str]] | None = None) -> None:
     (out / "samples").mkdir()
     (out / "figures").mkdir()
     lines = ["# GAN / DCGAN runs", "",
              f"{len(runs)} runs (the `runs` of the params.yaml they were trained with). FID and KID: lower is better; precision, recall, classes covered "
              "and probe accuracy: higher is better; KL(uniform) of the generated class histogram: 0 is every digit "
              "equally often, 2.30 is one digit only (mode collapse).", ""]
-    lines += metric_tables(runs)
+    lines += metric_tables(runs, comparisons)
 
     lines += ["", "## Samples (last fixed-noise grid)", ""]
     with_grid = [n for n, r in runs.items() if r.folder and (r.folder / "samples" / "final.png").is_file()]
@@ -792,4 +822,5 @@ def compare_text(params: Params, runs_dir: Path | str, revisions: list[str], rep
         runs = collect_runs(params, runs_dir)
     for rev in revisions:
         runs.update(collect_runs_at(rev, repo))
-    return "\n".join(metric_tables(runs)) + "\n"
+    # Runs from revisions are named <run>@<rev>: the declared pairs name workspace runs only.
+    return "\n".join(metric_tables(runs, None if revisions else params.report.comparisons)) + "\n"

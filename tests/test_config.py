@@ -87,6 +87,18 @@ def test_unknown_run_and_bad_run_name(tmp_path):
         load_params(write(tmp_path, data))
 
 
+def test_a_declared_comparison_must_name_a_run_or_a_seed_group(tmp_path):
+    data = {"runs": {f"gan-mnist-s{i}": {"model": "gan", "dataset": "mnist", "seed": i} for i in range(2)},
+            "report": {"comparisons": [["gan-mnist", "gan-mnist-s1"]]}}
+    assert load_params(write(tmp_path, data)).report.comparisons == [("gan-mnist", "gan-mnist-s1")]
+    data["report"]["comparisons"] = [["gan-mnist", "dcgan-mnist"]]
+    with pytest.raises(ParamsError, match="report: .*comparisons: 'dcgan-mnist' is neither a run nor a seed group"):
+        load_params(write(tmp_path, data))
+    data["report"]["comparisons"] = [["gan-mnist"]]
+    with pytest.raises(ParamsError, match="report.comparisons.0"):
+        load_params(write(tmp_path, data))
+
+
 def test_defaults_fill_in():
     params = Params.model_validate(base())
     run = params.run("gan-mnist")

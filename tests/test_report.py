@@ -11,7 +11,7 @@ import pytest
 from dvclive import Live
 from PIL import Image
 
-from pipeline.config import Params
+from pipeline.config import Params, ParamsError
 from scipy import stats
 
 from pipeline.comparisons import Estimate, compare, holm, pooled_spread, seed_estimate
@@ -153,6 +153,30 @@ def test_seeds_are_grouped_and_differences_judged_against_the_seed_spread(tmp_pa
     assert "**yes**: dcgan-mnist (3 seeds) is better" in fid and "seeds, Welch t" in fid
     probe = next(r for r in verdicts if "| probe_acc |" in r)
     assert "no: within noise" in probe  # 0.001 apart, seed std 0.001
+
+
+def test_declared_comparisons_are_the_only_tests_and_holm_runs_over_them_alone():
+    """Three seed groups and a single run: every pair is 6 pairs x 3 metrics (fid_domain, kid_domain,
+    probe_acc); the declared two are 6 rows, 4 of them tests (kid_domain is the same in every run: no
+    spread, no test), named on the page; a declared pair not evaluated yet is skipped."""
+    runs = {}
+    for seed in range(3):
+        for group, ngf, value in (("a", 64, 900), ("b", 32, 200), ("c", 16, 195)):
+            runs[f"{group}-s{seed}"] = view(f"{group}-s{seed}", seed, metrics(value + 10 * seed, 0.95 + 0.001 * seed), ngf=ngf)
+    runs["a-long"] = view("a-long", 0, metrics(500, 0.95), ngf=8)
+    groups = seed_groups(runs)
+    every = [line for line in comparison_lines(runs, groups) if line.startswith("| ") and " vs " in line]
+    assert len(every) == 6 * 3
+    lines = comparison_lines(runs, groups, [("a", "b"), ("b", "c")])
+    rows = [line for line in lines if line.startswith("| ") and " vs " in line]
+    assert [r.split(" | ")[0] for r in rows[::3]] == ["| a (3 seeds) vs b (3 seeds)", "| b (3 seeds) vs c (3 seeds)"]
+    assert len(rows) == 6 and "over the 4 tests of this table" in "\n".join(lines)
+    assert "declares, and only those: a vs b, b vs c" in "\n".join(lines)
+    runs["a-e2"] = view("a-e2", 0, None, ngf=4)  # declared, not evaluated yet: no row, no error
+    assert len([l for l in comparison_lines(runs, seed_groups(runs), [("a", "b"), ("a", "a-e2")])
+                if l.startswith("| ") and " vs " in l]) == 3
+    with pytest.raises(ParamsError, match="report.comparisons: 'a-s0' is not a seed group or a run outside one"):
+        comparison_lines(runs, groups, [("a-s0", "b")])
 
 
 def view(name: str, seed: int, metrics_: dict | None, model: str = "dcgan", ngf: int = 64) -> RunView:
