@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -358,8 +357,9 @@ def _protocol_line(runs: dict[str, RunView]) -> str:
                             sort_keys=True) for r in runs.values() if r.protocol}
     if not protocols:
         return "No run evaluated yet."
-    parts = []  # one per protocol as the page words it: runs that differ in protocol.json only by which G is
-    # scored (G or its average, named in the model column) share one
+    # One sentence per protocol as the page words it: runs whose protocol.json differs only in which G
+    # is scored (G or its average, named in the model column) share one.
+    parts = []
     for text in sorted(protocols):
         p = json.loads(text)
         g, real = p.get("generated", {}), p.get("real", {})
