@@ -581,6 +581,7 @@ def _curve_figure(curves: dict[str, tuple[list[float], list[float]]], title: str
     epochs = [s + offset for steps, _ in curves.values() for s in steps]
     if epochs and min(epochs) > 0 and max(epochs) / min(epochs) >= 50:
         ax.set_xscale("log")  # snapshots spaced for a long run (1, 2, 5, ..., 200): each gets room
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 1, 10, 100, not 10^0
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
