@@ -338,8 +338,12 @@ class EvaluateParams(Strict):
         return value
 
 
-# A seed group's name: its runs' names without the seed suffix (dcgan-mnist-s0 .. -s2: dcgan-mnist).
 SEED_SUFFIX = re.compile(r"[-_.]?(s|seed)\d+$")
+
+
+def seed_group_name(run: str) -> str:
+    """A seed group's name: its runs' name without the seed suffix (dcgan-mnist-s0 .. -s2: dcgan-mnist)."""
+    return SEED_SUFFIX.sub("", run)
 
 
 class ReportParams(Strict):
@@ -364,7 +368,7 @@ class Params(Strict):
     @classmethod
     def _compared_runs_exist(cls, report: ReportParams, info: ValidationInfo) -> ReportParams:
         runs = info.data.get("runs") or {}  # absent when runs itself failed: that error is reported
-        known = set(runs) | {SEED_SUFFIX.sub("", name) for name in runs}
+        known = set(runs) | {seed_group_name(name) for name in runs}
         for name in (name for pair in report.comparisons or [] for name in pair):
             if runs and name not in known:
                 raise ValueError(f"comparisons: {name!r} is neither a run nor a seed group (runs: {', '.join(runs)})")

@@ -28,7 +28,7 @@ import yaml
 from matplotlib.ticker import FuncFormatter
 
 from pipeline.comparisons import MANY, Estimate, Test, compare, holm, one_sample, pooled_spread, seed_estimate
-from pipeline.config import PARAMS_FILE, SEED_SUFFIX, EvaluateParams, Params, ParamsError, RunParams
+from pipeline.config import PARAMS_FILE, EvaluateParams, Params, ParamsError, RunParams, seed_group_name
 from pipeline.datasets import staged_dir
 from pipeline.evaluate.names import domain_name
 from pipeline.evaluate.plots import plt, save_figure
@@ -208,7 +208,7 @@ def seed_groups(runs: dict[str, RunView]) -> dict[str, list[str]]:
     groups = {}
     for names in by_key.values():
         if len(names) >= 2:
-            groups[f"{SEED_SUFFIX.sub('', names[0])} ({len(names)} seeds)"] = names
+            groups[f"{seed_group_name(names[0])} ({len(names)} seeds)"] = names
     return groups
 
 
@@ -399,7 +399,7 @@ def comparison_units(runs: dict[str, RunView], groups: dict[str, list[str]]) -> 
         if len(evaluated) == 1:
             label = f"{evaluated[0]} (1 of {len(names)} seeds)"
         elif 1 < len(evaluated) < len(names):
-            label = f"{SEED_SUFFIX.sub('', names[0])} ({len(evaluated)} of {len(names)} seeds)"  # as seed_groups names it
+            label = f"{seed_group_name(names[0])} ({len(evaluated)} of {len(names)} seeds)"  # as seed_groups names it
         else:
             label = group
         units[label] = (runs[names[0]].params.dataset, [runs[n] for n in names])
@@ -422,7 +422,7 @@ def _verdict(test: Test, reject: bool | None, better: str) -> str:
 def declared_pairs(units: dict[str, tuple[str, list[RunView]]], comparisons: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The unit labels of each declared pair (params report.comparisons names a seed group without
     its seed suffix, whatever number of its seeds is evaluated, and a run outside a group by its name)."""
-    label = {(SEED_SUFFIX.sub("", unit_runs[0].name) if len(unit_runs) > 1 else unit_runs[0].name): name
+    label = {(seed_group_name(unit_runs[0].name) if len(unit_runs) > 1 else unit_runs[0].name): name
              for name, (_, unit_runs) in units.items()}
     pairs = []
     for pair in comparisons:
