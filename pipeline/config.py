@@ -4,7 +4,7 @@
 before doing any work, so a wrong type, an unknown key or an impossible value stops the
 stage at once with one line that names the key, e.g.
 
-    params.yaml: runs.gan-mnist.epochs: must be greater than 0 (got -1)
+    params.yaml: runs.gan-mnist.epochs: input should be greater than 0 (got -1)
 """
 
 from __future__ import annotations
