@@ -206,7 +206,7 @@ def restore(archive: Path, dest: Path, runs: list[str], source_root: Path) -> tu
     return restored, stale
 
 
-def _evaluated_here(dest: Path, runs: list[str]) -> list[str]:
+def evaluated_in_copy(dest: Path, runs: list[str]) -> list[str]:
     """The runs of `runs` the work copy at `dest` evaluated itself: a metrics.json without the
     provenance.json a restore leaves beside it."""
     return [n for n in runs if (dest / "runs" / n / "metrics.json").is_file()
@@ -218,7 +218,7 @@ def current_in_copy(dest: Path, runs: list[str]) -> list[str]:
     date, upstream included: a `dvc repro` of them is a no-op, so a step's ledger must not count
     them as reproduced by it."""
     dest = Path(dest).resolve()  # _open changes the working directory
-    mine = _evaluated_here(dest, runs)
+    mine = evaluated_in_copy(dest, runs)
     if not mine:
         return []
     with _open(dest) as repo:
@@ -232,7 +232,7 @@ def outdated_in_copy(dest: Path, runs: list[str], archive: Path, source_root: Pa
     experiment is unchanged and only DVC's bookkeeping differs (a new dependency on an upstream
     output, say)."""
     dest, archive = Path(dest).resolve(), Path(archive).resolve()  # _open changes the working directory
-    mine = _evaluated_here(dest, runs)
+    mine = evaluated_in_copy(dest, runs)
     outdated: dict[str, str] = {}
     if not mine:
         return outdated

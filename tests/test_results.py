@@ -120,7 +120,26 @@ def test_runs_the_work_copy_already_holds_up_to_date_are_not_counted_as_reproduc
     step = json.loads((out / "runs" / "steps.json").read_text())[-1]
     assert step["reproduced"] == ["gan-mnist-s1", "gan-mnist-s2"] and step["current_in_work_copy"] == ["gan-mnist-s0"]
     note = (out / "index.md").read_text().splitlines()[2]
-    assert "still current there (dvc status), so not recomputed: gan-mnist-s0." in note
+    assert "still the experiment of this checkout, so not recomputed: gan-mnist-s0." in note
+
+
+def test_the_page_names_the_runs_earlier_steps_made_in_the_work_copy(tmp_path, fake_copy, monkeypatch):
+    # Two runs an earlier step evaluated in this copy (metrics.json, no restore's provenance.json);
+    # one of them predates a change to the checkout.
+    for name in ("dcgan-mnist-s2", "gan-mnist-e200"):
+        (tmp_path / "repo" / "runs" / name).mkdir(parents=True)
+        (tmp_path / "repo" / "runs" / name / "metrics.json").write_text("{}")
+    monkeypatch.setattr(results_module, "outdated_in_copy", lambda dest, runs, archive, source_root:
+                        {"dcgan-mnist-s2": "its outputs in the work copy predate a change"})
+    # Archiving reads DVC's lock for provenance; this copy is no DVC repo (tests/test_results_archive.py has one).
+    monkeypatch.setattr(results_module, "archive_runs", lambda dest, names, target, **kwargs: [])
+    out = results_module.results(tmp_path / "work", out=tmp_path / "docs", only=["dcgan-mnist-e200"])
+    note = (out / "index.md").read_text().splitlines()[2]
+    # The page shows gan-mnist-e200 and says where it came from; the outdated run is named as stale.
+    assert "still the experiment of this checkout, so not recomputed: gan-mnist-e200." in note
+    assert "Stale" in note and "dcgan-mnist-s2 (its outputs" in note
+    step = json.loads((out / "runs" / "steps.json").read_text())[-1]
+    assert step["reproduced"] == ["dcgan-mnist-e200"] and step["current_in_work_copy"] == []
 
 
 def test_each_step_is_recorded_and_the_page_says_what_all_steps_cost(tmp_path, fake_copy):
